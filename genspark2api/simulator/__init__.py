@@ -1,0 +1,36 @@
+"""A faithful fake of the Genspark.ai backend, served over real HTTP (genspark-protocol.md §9).
+
+Usage in a trio test::
+
+    sim = Simulator()
+    base_url = await nursery.start(serve_simulator, sim, "127.0.0.1", 0)
+    ...  # point the service at base_url, use cookies like "session_id=rate-limited-1"
+    assert sim.requests_to("/api/copilot/ask")[0].session_id == "rate-limited-1"
+
+Alone: ``python -m genspark2api.simulator --port 7056``. The cookie prefixes that select abnormal
+upstream behaviour are listed in scenarios.py and backend.py.
+
+Module map: ``events`` (wire shapes), ``answers`` (the fake model), ``streams`` (event scripts),
+``backend`` (state + script choice), ``scenarios`` (cookie -> condition, canned error bodies),
+``playback`` (timing), ``app`` (Quart routes), ``server`` (Simulator, serve_simulator).
+"""
+
+from .answers import key_of_storage_url, storage_url_for
+from .scenarios import Scenario, scenario_for
+from .server import Simulator, serve_simulator
+from .state import ClosedStream, FileDownload, MediaTask, Project, RecordedRequest, TaskOutcome
+
+__all__ = [
+    "ClosedStream",
+    "FileDownload",
+    "MediaTask",
+    "Project",
+    "RecordedRequest",
+    "Scenario",
+    "Simulator",
+    "TaskOutcome",
+    "key_of_storage_url",
+    "scenario_for",
+    "serve_simulator",
+    "storage_url_for",
+]

@@ -1,0 +1,150 @@
+"""Cookie -> abnormal upstream condition, and the canned non-stream bodies (genspark-protocol.md §4.4).
+
+A test picks a condition by the *prefix* of the cookie's ``session_id`` (``rate-limited-2`` is
+rate limited too), so several distinct cookies can share one behaviour in a cookie pool. Anything
+that matches no prefix (``demo``, ``ok-1``, a uuid) behaves normally.
+
+Which endpoints honour which scenario:
+
+* "edge" scenarios (Cloudflare and the load balancer answer before the app): rate-limited,
+  cf-challenge, cf-block, internal-error, service-unavailable apply to both chat generations,
+  images and videos;
+* not-login applies to every call that takes a cookie (also polling, upload slots, delete);
+* the stream scenarios (free-limit, session-limit, cut-stream, …) are played by backend.py.
+
+HTTP statuses and content types are [I] (§10.1: nobody recorded them); the bodies are the exact
+strings the detectors of §4.1 look for.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Scenario(enum.StrEnum):
+    NORMAL = "normal"
+    RATE_LIMITED = "rate-limited"
+    NOT_LOGIN = "not-login"
+    FREE_LIMIT = "free-limit"
+    SESSION_LIMIT = "session-limit"
+    CF_CHALLENGE = "cf-challenge"
+    CF_BLOCK = "cf-block"
+    INTERNAL_ERROR = "internal-error"
+    SERVICE_UNAVAILABLE = "service-unavailable"
+    BAD_REQUEST_CF = "bad-request-cf"
+    RETIRED = "retired"
+    CUT_STREAM = "cut-stream"
+    EMPTY_ANSWER = "empty-answer"
+    SLOW_FIRST_BYTE = "slow-first-byte"
+    STALL = "stall"
+    OVERLOADED = "overloaded"
+    DEGRADED = "degraded"
+    ERROR_EVENT = "error-event"
+    # Not failures of the upstream itself: reCAPTCHA behaviour (§2.8).
+    NEEDS_CAPTCHA = "needs-captcha"  # chat/image/video check g_recaptcha_token
+    CAPTCHA_FAIL = "captcha-fail"  # the token service cannot produce a token
+
+
+# Longest prefix first, so that a future "stall-x" scenario cannot be shadowed by "stall".
+_BY_PREFIX = sorted((s for s in Scenario if s is not Scenario.NORMAL), key=lambda s: -len(s.value))
+
+
+def scenario_for(session_id: str | None) -> Scenario:
+    """The condition a cookie selects. A missing cookie is treated as not logged in."""
+    if session_id is None:
+        return Scenario.NOT_LOGIN
+    return next((s for s in _BY_PREFIX if session_id.startswith(s.value)), Scenario.NORMAL)
+
+
+class Endpoint(enum.Enum):
+    COPILOT = "copilot"  # POST /api/copilot/ask, every type (G1)
+    AGENT = "agent"  # POST /api/agent/ask_proxy (G2)
+    ACCOUNT = "account"  # polling, upload slots, delete, legacy task status: not-login only
+
+
+@dataclass(frozen=True)
+class CannedResponse:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# §4.1 E4: compact JSON, unlike the SSE events (the backend's plain JSON responses are compact).
+NOT_LOGIN_BODY = b'{"status":-5,"message":"not login","data":{}}'
+
+_CLOUDFLARE = {"server": "cloudflare", "cf-ray": "8f00000000000000-SIM"}
+
+# §4.1 E1: the whole page on ONE line (Go's `.` does not cross newlines), plus the markers.
+CF_CHALLENGE_HTML = (
+    '<!DOCTYPE html><html lang="en-US"><head><title>Just a moment...</title>'
+    '<meta http-equiv="Content-Type" content="text/html; charset=UTF-8">'
+    '<meta name="robots" content="noindex,nofollow"></head><body>'
+    '<div class="main-wrapper" role="main"><div class="main-content">'
+    '<h1 class="zone-name-title h1">www.genspark.ai</h1>'
+    "<p>Verifying you are human. This may take a few seconds.</p></div></div>"
+    "<script>(function(){window._cf_chl_opt={cvId: '3',cZone: \"www.genspark.ai\",cType: 'managed'};"
+    "var a=document.createElement('script');"
+    "a.src='/cdn-cgi/challenge-platform/h/b/orchestrate/chl_page/v1?ray=sim';"
+    "document.getElementsByTagName('head')[0].appendChild(a);}());</script></body></html>"
+)
+
+# §4.1 E2: real block pages are multi-line; only the headline is matched.
+CF_BLOCK_HTML = """<!DOCTYPE html>
+<html lang="en-US">
+<head><title>Attention Required! | Cloudflare</title></head>
+<body>
+<div id="cf-wrapper">
+  <h1 data-translate="block_headline">Sorry, you have been blocked</h1>
+  <h2 class="cf-subheadline"><span data-translate="unable_to_access">You are unable to access</span> genspark.ai</h2>
+  <p>Cloudflare Ray ID: <strong>8f00000000000000</strong></p>
+</div>
+</body>
+</html>
+"""
+
+# §4.1 E8: one line, lower-case doctype, and all six of the detector's patterns.
+SERVICE_UNAVAILABLE_HTML = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Genspark</title>'
+    "<style>.bb{text-align:center}.tt{font-size:24px}</style></head><body>"
+    '<div class="bb"><img src="https://gensparkpublicblob-cdn-sim.azurefd.net/static/genspark_logo.png" alt="Genspark">'
+    '<div class="tt">Service Unavailable</div>'
+    '<div class="s1">We are performing maintenance.</div>'
+    '<div class="s2">Please try again in a few minutes.</div>'
+    '<div class="s3">Thank you for your patience.</div></div></body></html>'
+)
+
+
+def _text(status: int, body: str, headers: dict[str, str] | None = None) -> CannedResponse:
+    return CannedResponse(status, "text/plain; charset=utf-8", body.encode(), headers or {})
+
+
+def _html(status: int, body: str, headers: dict[str, str] | None = None) -> CannedResponse:
+    return CannedResponse(status, "text/html; charset=UTF-8", body.encode(), headers or {})
+
+
+NOT_LOGIN = CannedResponse(200, "application/json", NOT_LOGIN_BODY)
+BAD_REQUEST_CF = _text(400, "bad request cf")
+
+_EDGE: dict[Scenario, CannedResponse] = {
+    Scenario.RATE_LIMITED: _text(429, "Rate limit exceeded cf1"),
+    Scenario.CF_CHALLENGE: _html(403, CF_CHALLENGE_HTML, {**_CLOUDFLARE, "cf-mitigated": "challenge"}),
+    Scenario.CF_BLOCK: _html(403, CF_BLOCK_HTML, _CLOUDFLARE),
+    Scenario.INTERNAL_ERROR: _text(500, "Internal Server Error"),
+    Scenario.SERVICE_UNAVAILABLE: _html(503, SERVICE_UNAVAILABLE_HTML),
+}
+
+
+def canned_response(session_id: str | None, endpoint: Endpoint) -> CannedResponse | None:
+    """The non-stream answer this cookie gets on ``endpoint``, or None to carry on normally."""
+    if session_id is None and endpoint is Endpoint.AGENT:
+        return BAD_REQUEST_CF  # §2.9 / §4.1 E11: ask_proxy answers a missing session this way
+    scenario = scenario_for(session_id)
+    if scenario is Scenario.NOT_LOGIN:
+        return NOT_LOGIN
+    if endpoint is Endpoint.ACCOUNT:
+        return None
+    if scenario is Scenario.BAD_REQUEST_CF:
+        return BAD_REQUEST_CF if endpoint is Endpoint.AGENT else None
+    return _EDGE.get(scenario)
