@@ -1,0 +1,79 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with a real status.
+
+Wording matters for gateways in front of us (openai-compat.md §2.5 item 21): one-api/new-api
+disable a whole channel on 401/403 for upstream problems and on words like "quota", "credit",
+"balance" or "permission denied". Upstream account trouble is therefore reported as 429/503 with
+codes of our own and neutral words.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from .openai_types import ErrorBody, ErrorDetail, encoder
+
+
+class ApiError(Exception):
+    """An error answered to the client. `headers` carries e.g. Retry-After."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(ErrorDetail(self.message, self.type, self.param, self.code))
+
+    def to_json(self) -> bytes:
+        return encoder.encode(self.body())
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def upstream_error(status: int, message: str, code: str, retry_after: float | None = None) -> ApiError:
+    """An upstream problem: 429/502/503/504 with type `upstream_error` (never 401/403)."""
+    headers = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    return ApiError(status, message, type="upstream_error", code=code, headers=headers)
+
+
+_AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def from_validation_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> ApiError:
+    """Turn a msgspec error into a 400 naming the offending `param`, e.g. `messages[0].role`."""
+    text = str(exc)
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        return bad_request(f"The request body is not valid JSON: {text}", code="invalid_json")
+    match = _AT_PATH.search(text)
+    path = match.group("path").lstrip(".") if match else ""
+    message = _AT_PATH.sub("", text)
+    missing = _MISSING.search(text)
+    if missing:
+        path = f"{path}.{missing.group('field')}" if path else missing.group("field")
+        return bad_request(f"Missing required parameter: '{path}'.", param=path, code="missing_required_parameter")
+    if not path:
+        return bad_request(f"The request body must be a JSON object ({message}).", code="invalid_json")
+    return bad_request(f"Invalid value for '{path}': {message}.", param=path, code="invalid_type")

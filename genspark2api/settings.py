@@ -1,0 +1,243 @@
+"""Configuration: read once from the environment, validated once, passed down.
+
+The Go project silently fell back to defaults on a bad value (genspark-protocol.md §7); we stop
+the start instead, naming the variable, the bad value and the accepted form.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger("genspark2api.settings")
+
+
+class SettingsError(ValueError):
+    """An invalid configuration value; the message is shown to the operator as is."""
+
+
+# Old variables that are read no more; each gets a warning that says what replaced it.
+DEPRECATED = {
+    "PROXY_SECRET": "still read as API_SECRET when that is unset; rename it",
+    "SESSION_IMAGE_CHAT_MAP": "ignored; images and videos use the cookie pool like chat",
+    "YES_CAPTCHA_CLIENT_KEY": "ignored; use RECAPTCHA_PROXY_URL",
+    "CHEAT_URL": "ignored; use RECAPTCHA_PROXY_URL",
+    "REQUEST_OUT_TIME": "ignored; use UPSTREAM_IDLE_TIMEOUT",
+    "STREAM_REQUEST_OUT_TIME": "ignored; use UPSTREAM_IDLE_TIMEOUT",
+    "SWAGGER_ENABLE": "ignored; not used",
+    "ONLY_OPENAI_API": "ignored; not used",
+    "ALL_DIALOG_RECORD_ENABLE": "ignored; not used",
+    "UPLOAD_PATH": "ignored; not used",
+    "GIN_MODE": "ignored; use DEBUG",
+    "TOOL_CALLING_ENABLED": "ignored; tools are always honoured when a request carries them",
+}
+
+CHAT_PROTOCOLS = ("ai_chat", "copilot")
+REASONING_FORMATS = ("reasoning_content", "think")
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            raise SettingsError(f"{name}={raw!r} is out of range; use a whole number {bound}")
+        return value
+
+    return parse
+
+
+def _seconds(lo: float = 0.0) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value < lo:
+            raise SettingsError(f"{name}={raw!r} is out of range; use seconds >= {lo:g}")
+        return value
+
+    return parse
+
+
+def _str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={raw!r} is not accepted; use one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise SettingsError(
+                f"{name}={raw!r} is not a URL; use {' or '.join(s + '://host[:port]' for s in schemes)}"
+            )
+        return value.rstrip("/")
+
+    return parse
+
+
+def _route_prefix(name: str, raw: str) -> str:
+    value = raw.strip().strip("/")
+    if not value:
+        return ""
+    if any(c in value for c in "?#% ") or "//" in value:
+        raise SettingsError(f"{name}={raw!r} is not a path prefix; use letters, digits, - _ . and /, e.g. hf")
+    return "/" + value
+
+
+def _model_chat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _list(name, raw):
+        model, sep, project = item.partition("=")
+        model, project = model.strip(), project.strip()
+        if not sep or not model or not project or any(c in project for c in "&=?# "):
+            raise SettingsError(f"{name} entry {item!r} is not accepted; use model=projectId,model2=projectId2")
+        pairs.append((model, project))
+    return tuple(pairs)
+
+
+def _short(raw: str, limit: int = 60) -> str:
+    return repr(raw if len(raw) <= limit else raw[:limit] + "…")
+
+
+def _pre_messages(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    if not raw.strip():
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{name}={_short(raw)} is not valid JSON ({exc}); use a JSON array of {{\"role\",\"content\"}} objects"
+        ) from None
+    ok = isinstance(value, list) and all(
+        isinstance(m, dict)
+        and m.get("role") in ("system", "developer", "user", "assistant")
+        and isinstance(m.get("content"), str)
+        for m in value
+    )
+    if not ok:
+        raise SettingsError(
+            f"{name}={_short(raw)} is not accepted; use a JSON array of "
+            f"{{\"role\": system|developer|user|assistant, \"content\": string}} objects"
+        )
+    return tuple((m["role"], m["content"]) for m in value)
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    env: str
+    parse: Callable[[str, str], Any]
+    doc: str
+    aliases: tuple[str, ...] = ()
+
+
+def setting(env: str, default: Any, parse: Callable[[str, str], Any], doc: str, *aliases: str) -> Any:
+    return field(default=default, metadata={"var": Var(env, parse, doc, aliases)})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the service; the README's settings table mirrors this class."""
+
+    # Serving
+    host: str = setting("HOST", "0.0.0.0", _str, "Bind address (use [::] for IPv6)")
+    port: int = setting("PORT", 7055, _int(0, 65535), "Listen port")
+    debug: bool = setting("DEBUG", False, _bool, "Verbose logs (upstream events, never whole cookies)")
+    route_prefix: str = setting("ROUTE_PREFIX", "", _route_prefix, "Serve /v1/... under /<prefix>/v1/...")
+    api_secrets: tuple[str, ...] = setting("API_SECRET", (), _list, "Comma list of accepted API keys; empty = open API")
+    request_rate_limit: int = setting("REQUEST_RATE_LIMIT", 60, _int(0), "Requests per client IP per minute (0 = off)")
+    ip_black_list: tuple[str, ...] = setting("IP_BLACK_LIST", (), _list, "Comma list of client IPs answered 403")
+    trusted_proxy_hops: int = setting("TRUSTED_PROXY_HOPS", 0, _int(0, 10), "Reverse proxies in front (X-Forwarded-For hops to trust)")
+    max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024 * 1024, _int(1024), "Largest request body accepted")
+    keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
+    # Upstream
+    cookies: tuple[str, ...] = setting("GS_COOKIE", (), _list, "Comma list of Genspark cookies (session_id=... or the bare value)")
+    cookie_file: str = setting("GS_COOKIE_FILE", "", _str, "File with one cookie per line (# comments); re-read on SIGHUP and on change")
+    base_url: str = setting("GENSPARK_BASE_URL", "https://www.genspark.ai", _url("http", "https"), "Where every upstream call goes")
+    chat_protocol: str = setting("GENSPARK_CHAT_PROTOCOL", "ai_chat", _choice(*CHAT_PROTOCOLS), "ai_chat (/api/agent/ask_proxy) or copilot (/api/copilot/ask)")
+    proxy_url: str = setting("PROXY_URL", "", _url("http", "https", "socks5", "socks5h"), "Egress proxy for every upstream call")
+    recaptcha_proxy_url: str = setting("RECAPTCHA_PROXY_URL", "", _url("http", "https"), "reCAPTCHA token service (GET {url}/genspark)")
+    connect_timeout: float = setting("UPSTREAM_CONNECT_TIMEOUT", 15.0, _seconds(0.1), "Upstream connect timeout, seconds")
+    idle_timeout: float = setting("UPSTREAM_IDLE_TIMEOUT", 120.0, _seconds(0.1), "Longest silence accepted from an upstream stream, seconds")
+    # Pool
+    rate_limit_lock: float = setting("RATE_LIMIT_COOKIE_LOCK_DURATION", 600.0, _seconds(0), "Cooldown of a rate-limited cookie, seconds")
+    network_cooldown: float = setting("NETWORK_COOLDOWN_SECONDS", 30.0, _seconds(0), "Cooldown after a network / anti-bot failure, seconds")
+    first_byte_hold: float = setting("FIRST_BYTE_HOLD_SECONDS", 20.0, _seconds(0), "How long a stream waits for the first answer before committing")
+    max_attempts: int = setting("MAX_ATTEMPTS", 0, _int(0), "Cookies tried per request (0 = all)")
+    hedge_after: float = setting("HEDGE_AFTER_SECONDS", 0.0, _seconds(0), "Start a second attempt when the first is silent this long (0 = off)")
+    auto_model_chat_map: bool = setting("AUTO_MODEL_CHAT_MAP_TYPE", True, _bool, "Bind follow-up turns to the upstream chat that answered before")
+    model_chat_map: tuple[tuple[str, str], ...] = setting("MODEL_CHAT_MAP", (), _model_chat_map, "model=projectId,... pins a model to a fixed upstream chat")
+    auto_del_chat: bool = setting("AUTO_DEL_CHAT", False, _bool, "Delete finished, unbound upstream chats in the background")
+    # Rich chat
+    reasoning_format: str = setting("REASONING_FORMAT", "reasoning_content", _choice(*REASONING_FORMATS), "reasoning_content (delta field) or think (inline <think> tags)")
+    reasoning_hide: bool = setting("REASONING_HIDE", False, _bool, "Drop reasoning entirely")
+    search_sources: bool = setting("SEARCH_SOURCES", True, _bool, "Append a markdown Sources list to -search answers")
+    pre_messages: tuple[tuple[str, str], ...] = setting("PRE_MESSAGES_JSON", (), _pre_messages, "JSON array of messages inserted after the last system message")
+    fetch_allow_private: bool = setting("FETCH_ALLOW_PRIVATE", False, _bool, "Allow image/file URLs on private or loopback addresses")
+    max_fetch_bytes: int = setting("MAX_FETCH_BYTES", 20 * 1024 * 1024, _int(1), "Largest user URL download, bytes")
+    fetch_timeout: float = setting("FETCH_TIMEOUT", 30.0, _seconds(0.1), "Time limit of one user URL download, seconds")
+    # Images and videos
+    image_model: str = setting("IMAGE_MODEL", "nano-banana-pro", _str, "Default model of /v1/images/generations")
+    image_timeout: float = setting("IMAGE_TIMEOUT", 300.0, _seconds(0.1), "Overall deadline of an image generation, seconds")
+    video_timeout: float = setting("VIDEO_TIMEOUT", 900.0, _seconds(0.1), "Overall deadline of a video generation, seconds")
+    video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept in memory")
+    video_jobs_ttl: float = setting("VIDEO_JOBS_TTL", 3600.0, _seconds(1), "How long a finished video job is kept, seconds")
+
+    @classmethod
+    def variables(cls) -> list[tuple[str, Var, Any]]:
+        return [(f.name, f.metadata["var"], f.default) for f in fields(cls)]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Parse and validate; raise SettingsError naming the first bad variable."""
+        values: dict[str, Any] = {}
+        for name, var, _default in cls.variables():
+            for key in (var.env, *var.aliases):
+                if key in env:
+                    values[name] = var.parse(key, env[key])
+                    break
+        if "PROXY_SECRET" in env and "API_SECRET" not in env:
+            values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return type(self)(**{f.name: changes.get(f.name, getattr(self, f.name)) for f in fields(self)})
+
+
+def deprecated_in(env: Mapping[str, str]) -> list[str]:
+    """One warning line per deprecated variable that is set."""
+    return [f"{name} is deprecated: {why}" for name, why in DEPRECATED.items() if name in env]
