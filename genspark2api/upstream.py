@@ -1,0 +1,269 @@
+"""The one upstream client: every call to Genspark goes through `GensparkClient`.
+
+One method per upstream call; one seam (`transport`) where a test or a browser-fingerprint client
+plugs in (STYLE.md, httpx's transport idea). Status codes, content types and bodies are kept for
+the failure classifier: an error page never gets lost on the way (genspark-protocol.md §4.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from .classify import Failure, FailureKind, classify_exception, classify_http
+from .events import UpstreamFailure
+from .settings import Settings
+from .sse import DataLine, LineDecoder, LineTooLong, UpstreamEvent, decode_event
+
+log = logging.getLogger("genspark2api.upstream")
+
+# §1.2: the literal, truncated UA the reference sends; upstream does not mind it.
+USER_AGENT = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome"
+ERROR_BODY_CAP = 256 * 1024
+OTHER_TEXT_CAP = 64 * 1024
+
+
+class UpstreamStream:
+    """An open upstream SSE body: decoded events, with non-data text kept for classification."""
+
+    def __init__(self, response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes) -> None:
+        self.response = response
+        self._chunks = chunks
+        self._first = first
+        self.other_text = bytearray()
+
+    @property
+    def content_type(self) -> str:
+        return self.response.headers.get("content-type", "")
+
+    async def events(self) -> AsyncIterator[UpstreamEvent]:
+        decoder = LineDecoder()
+        try:
+            pending = [self._first] if self._first else []
+            chunks = self._chunks
+            while True:
+                if pending:
+                    chunk = pending.pop()
+                else:
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                for line in decoder.feed(chunk):
+                    event = self._event(line)
+                    if event is not None:
+                        yield event
+            for line in decoder.finish():
+                event = self._event(line)
+                if event is not None:
+                    yield event
+        except LineTooLong as exc:
+            raise UpstreamFailure(Failure(FailureKind.NETWORK, "upstream_protocol_error", str(exc))) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(classify_exception(exc)) from None
+
+    def _event(self, line: DataLine | Any) -> UpstreamEvent | None:
+        if isinstance(line, DataLine):
+            event = decode_event(line.payload)
+            if event is not None:
+                return event
+            text = line.payload
+        else:
+            text = line.text
+        if len(self.other_text) < OTHER_TEXT_CAP:
+            self.other_text += text[: OTHER_TEXT_CAP - len(self.other_text)] + b"\n"
+        return None
+
+    def failure_from_other_text(self) -> Failure | None:
+        """An in-band error page or plain-text signal seen inside a 200 body (§4.3)."""
+        if not self.other_text:
+            return None
+        return classify_http(self.response.status_code, self.content_type, bytes(self.other_text))
+
+
+class GensparkClient:
+    """Talks to `GENSPARK_BASE_URL` (and the reCAPTCHA service) on behalf of one cookie at a time."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = settings.base_url
+        self.recaptcha_url = settings.recaptcha_proxy_url
+        timeout = httpx.Timeout(settings.connect_timeout, read=settings.idle_timeout, write=60.0, pool=30.0)
+        # Every open SSE stream holds a pool slot (python-stack.md §4): size for many streams.
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
+        self._http = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            proxy=settings.proxy_url or None,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+        # The reCAPTCHA service is called without the egress proxy (§1.1) and with a short deadline.
+        self._side = httpx.AsyncClient(timeout=httpx.Timeout(20.0), transport=transport, follow_redirects=True)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._side.aclose()
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base_url + "/", path.lstrip("/"))
+
+    def _headers(self, cookie: str, accept: str, referer: str = "/") -> dict[str, str]:
+        return {
+            "Cookie": cookie,
+            "Accept": accept,
+            "Content-Type": "application/json",
+            "Origin": self.base_url,
+            "Referer": self.url(referer),
+        }
+
+    @asynccontextmanager
+    async def open_stream(
+        self, path: str, *, cookie: str, json: Any, referer: str = "/", accept: str = "text/event-stream"
+    ) -> AsyncIterator[UpstreamStream]:
+        """POST and hold the response open. Error bodies raise `UpstreamFailure` right away."""
+        request = self._http.build_request("POST", self.url(path), json=json, headers=self._headers(cookie, accept, referer))
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(classify_exception(exc)) from None
+        try:
+            first = b""
+            ctype = response.headers.get("content-type", "")
+            # One iterator for the whole body: httpx refuses a second `aiter_*` call.
+            chunks = response.aiter_bytes()
+            if response.status_code < 300:
+                try:
+                    async for chunk in chunks:
+                        if chunk:
+                            first = chunk
+                            break
+                except httpx.HTTPError as exc:
+                    raise UpstreamFailure(classify_exception(exc)) from None
+            # §1.2: upstream answers SSE whatever the Accept header says, so sniff the body too.
+            looks_sse = "event-stream" in ctype or first.lstrip().startswith(b"data:")
+            if response.status_code >= 300 or not looks_sse:
+                body = first + await _read_capped(chunks, ERROR_BODY_CAP - len(first))
+                failure = classify_http(response.status_code, ctype, body)
+                if failure is None:
+                    failure = Failure(
+                        FailureKind.NETWORK,
+                        "upstream_protocol_error",
+                        f"Genspark answered HTTP {response.status_code} {ctype or 'without content type'} "
+                        f"that is not an event stream: {body[:160]!r}",
+                    )
+                raise UpstreamFailure(failure)
+            yield UpstreamStream(response, chunks, first)
+        finally:
+            await response.aclose()
+
+    async def get_json(self, path: str, *, cookie: str, params: dict[str, str] | None = None) -> Any:
+        """A small JSON GET (upload URL, project delete); failures are classified."""
+        try:
+            response = await self._http.get(self.url(path), params=params, headers=self._headers(cookie, "application/json"))
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(classify_exception(exc)) from None
+        body = response.content[:ERROR_BODY_CAP]
+        failure = classify_http(response.status_code, response.headers.get("content-type", ""), body)
+        if failure is not None:
+            raise UpstreamFailure(failure)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamFailure(
+                Failure(FailureKind.NETWORK, "upstream_protocol_error", f"{path} answered non-JSON: {body[:160]!r}")
+            ) from None
+
+    async def put_blob(self, url: str, data: bytes) -> None:
+        """§2.5 step 2: PUT the raw bytes to the signed blob URL, without the cookie."""
+        headers = {
+            "Accept": "*/*",
+            "x-ms-blob-type": "BlockBlob",
+            "Content-Type": "application/octet-stream",
+            "Origin": self.base_url,
+            "Sec-Fetch-Dest": "empty",
+            "Sec-Fetch-Mode": "cors",
+            "Sec-Fetch-Site": "cross-site",
+        }
+        try:
+            response = await self._http.put(url, content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(classify_exception(exc)) from None
+        if response.status_code >= 300:
+            raise UpstreamFailure(
+                Failure(FailureKind.NETWORK, "upstream_upload_failed", f"blob upload answered HTTP {response.status_code}")
+            )
+
+    async def download(self, url: str, *, cookie: str | None, max_bytes: int) -> tuple[bytes, str | None]:
+        """Fetch a generated file (images, videos) with the cookie and the proxy, size-capped."""
+        headers = {"Accept": "*/*"}
+        if cookie and url.startswith(self.base_url):
+            headers["Cookie"] = cookie
+        try:
+            async with self._http.stream("GET", url, headers=headers, follow_redirects=True) as response:
+                if response.status_code >= 300:
+                    raise UpstreamFailure(
+                        Failure(FailureKind.NETWORK, "upstream_download_failed", f"download of {url} answered HTTP {response.status_code}")
+                    )
+                data = await _read_capped(response.aiter_bytes(), max_bytes + 1)
+                if len(data) > max_bytes:
+                    raise UpstreamFailure(
+                        Failure(FailureKind.REQUEST, "upstream_file_too_large", f"generated file exceeds {max_bytes} bytes")
+                    )
+                return data, response.headers.get("content-type")
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(classify_exception(exc)) from None
+
+    @asynccontextmanager
+    async def open_download(self, url: str, *, cookie: str | None) -> AsyncIterator[httpx.Response]:
+        """Stream a generated file to a client (video content)."""
+        headers = {"Accept": "*/*"}
+        if cookie and url.startswith(self.base_url):
+            headers["Cookie"] = cookie
+        try:
+            async with self._http.stream("GET", url, headers=headers, follow_redirects=True) as response:
+                yield response
+        except httpx.HTTPError as exc:
+            raise UpstreamFailure(classify_exception(exc)) from None
+
+    async def recaptcha_token(self, cookie: str) -> str | None:
+        """§2.8: `GET {RECAPTCHA_PROXY_URL}/genspark` with the cookie; None when not configured.
+
+        A failure is an `UpstreamFailure` (never the old project's literal `null` request body).
+        """
+        if not self.recaptcha_url:
+            return None
+        try:
+            response = await self._side.get(
+                self.recaptcha_url + "/genspark", headers={"Cookie": cookie, "Content-Type": "application/json"}
+            )
+            doc = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise UpstreamFailure(
+                Failure(FailureKind.NETWORK, "recaptcha_unavailable", f"RECAPTCHA_PROXY_URL did not answer: {type(exc).__name__}")
+            ) from None
+        if isinstance(doc, dict) and doc.get("code") == 200 and isinstance(doc.get("token"), str) and doc["token"]:
+            return doc["token"]
+        message = doc.get("message") if isinstance(doc, dict) else f"HTTP {response.status_code}"
+        raise UpstreamFailure(
+            Failure(FailureKind.NETWORK, "recaptcha_failed", f"RECAPTCHA_PROXY_URL gave no token: {message}")
+        )
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    data = bytearray()
+    if limit <= 0:
+        return b""
+    try:
+        async for chunk in chunks:
+            data += chunk
+            if len(data) >= limit:
+                break
+    except httpx.HTTPError:
+        pass  # what we have is what we classify
+    return bytes(data[:limit])
