@@ -99,6 +99,8 @@ def test_estimate_when_tiktoken_is_not_installed(
 ) -> None:
     monkeypatch.setitem(sys.modules, "tiktoken", None)
     monkeypatch.setitem(sys.modules, "tiktoken_ext", None)
+    # An earlier test may have imported the real submodule; hide it too.
+    monkeypatch.setitem(sys.modules, "tiktoken_ext.openai_public", None)
     if DATA_DIR.is_dir():
         shutil.copytree(DATA_DIR, tmp_path, dirs_exist_ok=True)
     assert pinned_tiktoken_file("o200k_base") is None

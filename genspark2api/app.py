@@ -1,0 +1,216 @@
+"""The HTTP face: routes, auth, per-IP limits, CORS and OpenAI-shaped errors (thin on purpose).
+
+Every `/v1/...` route lives under `ROUTE_PREFIX` when it is set; `/` and `/healthz` answer at the
+root and under the prefix (HF Spaces probe the root, users may probe the prefix).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from quart import Blueprint, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from . import __version__
+from .catalog import MODELS_CREATED, listed_models, owned_by
+from .chat import ChatService
+from .chat_request import parse_chat_request
+from .errors import ApiError
+# HOOK from .generation_routes import register_generation_routes
+from .openai_types import ModelCard, ModelList, encoder
+from .ratelimit import RateLimiter
+from .runtime import Runtime
+
+log = logging.getLogger("genspark2api.app")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Requested-With, OpenAI-Organization, OpenAI-Project, OpenAI-Beta, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, X-Stainless-Timeout",
+    "Access-Control-Expose-Headers": "X-Request-Id, X-Genspark-Model, Retry-After",
+    "Access-Control-Max-Age": "86400",
+}
+
+HTTP_ERRORS = {
+    400: ("invalid_request_error", "bad_request", "The request could not be read."),
+    404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
+    405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
+    408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
+    413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
+}
+
+
+def json_response(payload: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(payload, status=status, content_type="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.to_json(), error.status, error.headers)
+
+
+def client_ip(trusted_hops: int) -> str:
+    """The client address; X-Forwarded-For is trusted only for the configured proxy hops."""
+    ip = request.remote_addr or ""
+    if trusted_hops > 0:
+        forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
+        if forwarded:
+            ip = forwarded[-min(trusted_hops, len(forwarded))]
+    if ip.startswith("::ffff:"):
+        ip = ip[7:]
+    return ip
+
+
+def create_app(runtime: Runtime) -> QuartTrio:
+    settings = runtime.settings
+    app = QuartTrio("genspark2api")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        RESPONSE_TIMEOUT=None,  # python-stack.md §2.4: the 60 s default silently cuts streams
+        BODY_TIMEOUT=300,
+        BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
+    )
+    app.runtime = runtime  # type: ignore[attr-defined]
+    chat = ChatService(runtime)
+    limiter = RateLimiter(settings.request_rate_limit)
+    secrets = [s.encode() for s in settings.api_secrets]
+    prefix = settings.route_prefix
+    blocked = set(settings.ip_black_list)
+    api = Blueprint("api", "genspark2api.api", url_prefix=prefix + "/v1")
+
+    @app.before_serving
+    async def startup() -> None:
+        runtime.nursery = app.nursery
+        app.nursery.start_soon(runtime.watch_cookie_file)
+
+    @app.after_serving
+    async def shutdown() -> None:
+        runtime.nursery = None
+        await runtime.aclose()
+
+    # ------------------------------------------------------------------ guards
+
+    @app.before_request
+    async def guard() -> Response | None:
+        if request.method == "OPTIONS":
+            return Response("", status=204)
+        ip = client_ip(settings.trusted_proxy_hops)
+        if ip in blocked:
+            return error_response(ApiError(403, "Your address is blocked by this service.", code="ip_blocked"))
+        path = request.path
+        if not path.startswith(prefix + "/v1/") and path != prefix + "/v1":
+            return None
+        wait = limiter.hit(ip)
+        if wait is not None:
+            return error_response(ApiError(
+                429, f"Too many requests from your address (REQUEST_RATE_LIMIT={settings.request_rate_limit}/min); "
+                f"retry after {int(wait) + 1} s.", type="rate_limit_error", code="client_rate_limited",
+                headers={"Retry-After": str(int(wait) + 1)},
+            ))
+        if secrets:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+            # Constant time whatever matches; every secret is compared.
+            ok = False
+            for secret in secrets:
+                ok |= hmac.compare_digest(presented, secret)
+            if not ok:
+                return error_response(ApiError(
+                    401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>'.",
+                    code="invalid_api_key",
+                ))
+        return None
+
+    @app.after_request
+    async def cors(response: Response) -> Response:
+        for key, value in CORS_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    # ------------------------------------------------------------------ errors
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        kind, code, template = HTTP_ERRORS.get(status, ("invalid_request_error", "http_error", error.description or "HTTP error"))
+        message = template.format(path=request.path, method=request.method, prefix=prefix, limit=settings.max_request_bytes)
+        return error_response(ApiError(status, message, type=kind, code=code))
+
+    @app.errorhandler(Exception)
+    async def crash(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(ApiError(500, f"Internal error: {type(error).__name__}.", type="server_error", code="internal_error"))
+
+    # ------------------------------------------------------------------ pages
+
+    async def index() -> Response:
+        return Response(runtime_page(runtime), content_type="text/html; charset=utf-8")
+
+    async def healthz() -> Response:
+        return json_response(b'{"status":"ok"}')
+
+    for root in ("", prefix) if prefix else ("",):
+        app.add_url_rule(root + "/", f"index{root}", index, methods=["GET"])
+        app.add_url_rule(root + "/healthz", f"healthz{root}", healthz, methods=["GET"])
+    if prefix:
+        app.add_url_rule(prefix, "index_bare", index, methods=["GET"])
+
+    # ------------------------------------------------------------------ API
+
+    @api.get("/models")
+    async def models() -> Response:
+        cards = [ModelCard(m, MODELS_CREATED, owned_by(m)) for m, _ in listed_models()]
+        return json_response(encoder.encode(ModelList(cards)))
+
+    @api.get("/models/<path:model_id>")
+    async def model(model_id: str) -> Response:
+        for m, _ in listed_models():
+            if m == model_id:
+                return json_response(encoder.encode(ModelCard(m, MODELS_CREATED, owned_by(m))))
+        raise ApiError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+
+    @api.post("/chat/completions")
+    async def chat_completions() -> Response:
+        params = parse_chat_request(await request.get_data())
+        prepared = await chat.prepare(params)
+        if params.stream:
+            body, headers = await chat.open_stream(prepared)
+            response = Response(body, status=200, headers=headers)
+            response.timeout = None
+            return response
+        payload, headers = await chat.complete_whole(prepared)
+        return json_response(payload, 200, headers)
+
+    # HOOK register_generation_routes(api, runtime)
+    app.register_blueprint(api)
+    return app
+
+
+def runtime_page(runtime: Runtime) -> str:
+    """`/`: a short page with the pool at a glance (masked cookies only)."""
+    settings = runtime.settings
+    rows = "".join(
+        f"<tr><td><code>{s.masked}</code></td><td>{s.state}</td><td>{s.reason or ''}</td>"
+        f"<td>{s.in_flight}</td><td>{s.successes}</td><td>{s.failures}</td></tr>"
+        for s in runtime.pool.snapshot()
+    )
+    base = f"{settings.route_prefix}/v1"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>genspark2api</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}"
+        "td,th{padding:.2rem .6rem;text-align:left}</style></head><body>"
+        f"<h1>genspark2api {__version__}</h1>"
+        f"<p>OpenAI-compatible API over Genspark. Base URL: <code>{base}</code>. "
+        f"Upstream: <code>{settings.base_url}</code> ({settings.chat_protocol}).</p>"
+        "<h2>Cookie pool</h2><table><tr><th>cookie</th><th>state</th><th>reason</th><th>in flight</th>"
+        f"<th>ok</th><th>failed</th></tr>{rows}</table></body></html>"
+    )
+

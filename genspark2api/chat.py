@@ -1,0 +1,342 @@
+"""`POST /v1/chat/completions`: from a validated request to a streamed or whole answer.
+
+Where things happen:
+- `ChatService.prepare` builds the upstream conversation once (media fetched and checked once).
+- `ChatService.attempt` is one try on one cookie: uploads, reCAPTCHA token, the upstream stream.
+- `FailoverRunner` (failover.py) runs attempts in the app nursery and feeds a channel.
+- The handler holds the response until the first answer-bearing event (bounded by
+  `FIRST_BYTE_HOLD_SECONDS`), so an early failure is still a JSON error with a real status.
+- `StreamBody` turns channel items into chunk frames, with keep-alives in silent gaps; closing it
+  (the client went away) cancels the producer and with it the upstream connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .bindings import Binding
+from .chat_request import ChatParams, history_text, upstream_turns
+from .chunks import DONE, KEEPALIVE, ChunkEncoder, error_frame
+from .compose import AnswerComposer, ComposeOptions
+from .errors import ApiError, upstream_error
+from .events import ModelsReported, ProjectStarted, UpstreamFailure
+from .failover import Completed, Failed, RunItem, Won
+from .media_prep import PreparedMedia, materialize_messages, prepare_media
+from .openai_types import AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, ToolCallOut, Usage, encoder
+from .pool import Lease
+from .protocols import ChatJob, UpstreamMessage, chat_adapter
+from .runtime import Runtime
+from .toolprompt import render_assistant_tool_calls, render_tool_instruction
+from .usage import count_messages_async
+
+log = logging.getLogger("genspark2api.chat")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+@dataclass(slots=True)
+class PreparedChat:
+    params: ChatParams
+    job: ChatJob
+    media: PreparedMedia
+    history: list[tuple[str, str]]           # (role, text) of the client's messages, for bindings
+    binding: Binding | None
+    pinned_project: str | None
+    prompt_tokens: int
+    completion_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+    project_id: str | None = None
+    lease: Lease | None = None
+    models: tuple[str, ...] = ()
+
+
+class ChatService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.adapter = chat_adapter(runtime.settings.chat_protocol)
+
+    # ------------------------------------------------------------------ preparation
+
+    async def prepare(self, params: ChatParams) -> PreparedChat:
+        settings = self.settings
+        tools = params.tools
+        instruction = None
+        if tools is not None and tools.offered:
+            instruction = render_tool_instruction(list(tools.functions), tools.choice, parallel=tools.parallel)
+        turns = upstream_turns(params.messages, pre_messages=settings.pre_messages, tool_instruction=instruction)
+        media = await prepare_media(params.messages, settings)
+        messages = [UpstreamMessage(role, text) for _, role, text in turns]
+        job = ChatJob(params.route, messages)
+        job_turns = [(m.role, m.content if isinstance(m.content, str) else "", None) for m in messages]
+        prompt_tokens = await count_messages_async(self.rt.counter, job_turns) + media.token_estimate
+        history = [history_text(m) for m in params.messages]
+        pinned = dict(settings.model_chat_map).get(params.route.requested) or dict(settings.model_chat_map).get(
+            ",".join(params.route.upstream)
+        )
+        binding = None
+        if settings.auto_model_chat_map and pinned is None:
+            binding = self.rt.bindings.lookup(params.route.requested, _before_latest_turn(history))
+        prepared = PreparedChat(params, job, media, history, binding, pinned, prompt_tokens)
+        # Turn index -> client message index, so media can be placed in the right message.
+        prepared.media.turn_of_message = {i: k for k, (i, _, _) in enumerate(turns) if i is not None}
+        return prepared
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def attempt(self, chat: PreparedChat, lease: Lease, emit: Any) -> None:
+        project_id = chat.pinned_project
+        if project_id is None and chat.binding is not None and chat.binding.cookie_key == lease.key:
+            project_id = chat.binding.project_id
+        token = await self.rt.client.recaptcha_token(lease.cookie)
+        messages = await materialize_messages(chat.job.messages, chat.media, self.rt.client, lease)
+        job = ChatJob(chat.job.route, messages)
+        body = self.adapter.body(job, project_id, token)
+        translator = self.adapter.translator(job)
+        async with self.rt.client.open_stream(
+            self.adapter.path, cookie=lease.cookie, json=body, referer=self.adapter.referer
+        ) as stream:
+            async for event in stream.events():
+                if self.settings.debug:
+                    log.debug("upstream event on %s: %s", lease.masked, event)
+                for out in translator.feed(event):
+                    await emit(out)
+                if translator.done:
+                    break  # §3.1: message_result is the last event; don't wait for the close
+            if not translator.done:
+                failure = stream.failure_from_other_text()
+                if failure is not None:
+                    raise UpstreamFailure(failure)
+            for out in translator.finish():
+                await emit(out)
+
+    # ------------------------------------------------------------------ running
+
+    def start(self, chat: PreparedChat) -> tuple[trio.MemoryReceiveChannel, trio.CancelScope]:
+        """Start the attempts in the app nursery; the caller must cancel the scope when done."""
+        send, recv = trio.open_memory_channel(math.inf)  # chat text is small; the producer never blocks
+        scope = trio.CancelScope()
+        prefer = chat.binding.cookie_key if chat.binding is not None else None
+
+        async def produce() -> None:
+            with scope:
+                await self.rt.runner.run(lambda lease, emit: self.attempt(chat, lease, emit), send, prefer=prefer)
+
+        if self.rt.nursery is None:
+            raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
+        self.rt.nursery.start_soon(produce)
+        return recv, scope
+
+    def options(self, chat: PreparedChat) -> ComposeOptions:
+        params = chat.params
+        tools = params.tools
+        return ComposeOptions(
+            reasoning_format=self.settings.reasoning_format,
+            reasoning_hide=self.settings.reasoning_hide,
+            stops=params.stops,
+            max_tokens=params.max_tokens,
+            tool_names=tools.names if tools is not None and tools.offered else None,
+            search_sources=self.settings.search_sources,
+        )
+
+    def observe(self, chat: PreparedChat, item: RunItem) -> None:
+        """Bookkeeping on items as they pass: winner, project id, reported model."""
+        if isinstance(item, Won):
+            chat.lease = item.lease
+        elif isinstance(item, ProjectStarted):
+            chat.project_id = item.project_id
+        elif isinstance(item, ModelsReported):
+            chat.models = item.models
+            wanted = set(chat.params.route.upstream)
+            if wanted and not wanted.issuperset(item.models):
+                log.warning(
+                    "model downgrade? asked %s, upstream answered with %s (cookie %s)",
+                    ",".join(chat.params.route.upstream), ",".join(item.models),
+                    chat.lease.masked if chat.lease else "?",
+                )
+
+    def finished(self, chat: PreparedChat, composer: AnswerComposer) -> None:
+        """A successful answer: bind the conversation to its project, or delete the project."""
+        if chat.lease is None or chat.project_id is None or chat.pinned_project is not None:
+            return
+        settings = self.settings
+        if settings.auto_model_chat_map:
+            answer = composer.content_text
+            if composer.calls:
+                calls = [(c.id, c.name, c.arguments) for c in composer.calls]
+                answer = render_assistant_tool_calls(answer or None, calls)
+            conversation = chat.history + [("assistant", answer)]
+            self.rt.bindings.remember(
+                chat.params.route.requested, conversation, Binding(chat.lease.key, chat.project_id, time.time())
+            )
+        elif settings.auto_del_chat:
+            self.delete_project(chat.lease, chat.project_id)
+
+    def delete_project(self, lease: Lease, project_id: str) -> None:
+        async def delete() -> None:
+            await self.rt.client.get_json("/api/project/delete", cookie=lease.cookie, params={"project_id": project_id})
+
+        self.rt.background(f"delete project {project_id}", delete, timeout=30.0)
+
+    def usage(self, chat: PreparedChat, composer: AnswerComposer) -> Usage:
+        completion, reasoning = composer.completion_tokens()
+        return Usage(
+            chat.prompt_tokens, completion, chat.prompt_tokens + completion, CompletionTokensDetails(reasoning)
+        )
+
+    def headers(self, chat: PreparedChat) -> dict[str, str]:
+        headers = {"X-Request-Id": chat.completion_id}
+        if chat.models:
+            headers["X-Genspark-Model"] = ",".join(chat.models)
+        return headers
+
+    # ------------------------------------------------------------------ answers
+
+    async def complete_whole(self, chat: PreparedChat) -> tuple[bytes, dict[str, str]]:
+        recv, scope = self.start(chat)
+        composer = AnswerComposer(self.options(chat), self.rt.counter)
+        try:
+            async for item in recv:
+                self.observe(chat, item)
+                if isinstance(item, Failed):
+                    raise item.error
+                if isinstance(item, Completed):
+                    break
+                if not isinstance(item, Won):
+                    composer.feed(item)
+            else:
+                raise upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated")
+        finally:
+            scope.cancel()
+            recv.close()
+        composer.finish()
+        self.finished(chat, composer)
+        message = AssistantMessage("assistant", composer.content_text or (None if composer.calls else ""))
+        if composer.reasoning and self.settings.reasoning_format != "think":
+            message.reasoning_content = composer.reasoning_text
+        if composer.calls:
+            message.tool_calls = [ToolCallOut(c.id, FunctionCallOut(c.name, c.arguments)) for c in composer.calls]
+        body = ChatCompletion(
+            chat.completion_id, chat.created, chat.params.route.requested,
+            [Choice(0, message, composer.finish_reason)], self.usage(chat, composer),
+        )
+        return encoder.encode(body), self.headers(chat)
+
+    async def open_stream(self, chat: PreparedChat) -> tuple[StreamBody, dict[str, str]]:
+        """Hold until the first answer-bearing item (bounded); an early failure raises ApiError."""
+        recv, scope = self.start(chat)
+        held: list[RunItem] = []
+        try:
+            with trio.move_on_after(self.settings.first_byte_hold):
+                while True:
+                    item = await recv.receive()
+                    self.observe(chat, item)
+                    if isinstance(item, Failed):
+                        raise item.error
+                    held.append(item)
+                    if not isinstance(item, Won | ProjectStarted | ModelsReported):
+                        break
+        except BaseException:
+            scope.cancel()
+            recv.close()
+            raise
+        body = StreamBody(self, chat, held, recv, scope)
+        return body, {**SSE_HEADERS, **self.headers(chat)}
+
+
+class StreamBody:
+    """The SSE body: an async iterator Quart drives, and `aclose()` it calls in every case.
+
+    Quart calls `aclose()` even when the client left before the first chunk, which is why this is
+    a class and not a bare async generator (whose `finally` would never run then).
+    """
+
+    def __init__(self, service: ChatService, chat: PreparedChat, held: list[RunItem],
+                 recv: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
+        self.service = service
+        self.chat = chat
+        self.held = held
+        self.recv = recv
+        self.scope = scope
+        self._gen: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> StreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._gen is None:
+            self._gen = self._frames()
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        self.scope.cancel()
+        self.recv.close()
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    async def _next_item(self, keepalive: float) -> RunItem | None:
+        if self.held:
+            return self.held.pop(0)
+        if keepalive <= 0:
+            return await self.recv.receive()
+        with trio.move_on_after(keepalive):
+            return await self.recv.receive()
+        return None
+
+    async def _frames(self) -> AsyncIterator[bytes]:
+        service, chat = self.service, self.chat
+        encoder_ = ChunkEncoder(chat.completion_id, chat.created, chat.params.route.requested)
+        composer = AnswerComposer(service.options(chat), service.rt.counter)
+        keepalive = service.settings.keepalive_seconds
+        try:
+            yield encoder_.role()
+            while True:
+                try:
+                    item = await self._next_item(keepalive)
+                except trio.EndOfChannel:
+                    yield error_frame(upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated"))
+                    yield DONE
+                    return
+                if item is None:
+                    yield KEEPALIVE
+                    continue
+                service.observe(chat, item)
+                if isinstance(item, Failed):
+                    yield error_frame(item.error)
+                    yield DONE
+                    return
+                if isinstance(item, Completed):
+                    tail = encoder_.pieces(composer.finish()) + encoder_.finish(composer.finish_reason)
+                    if chat.params.include_usage:
+                        tail += encoder_.usage(service.usage(chat, composer))
+                    service.finished(chat, composer)
+                    yield tail + DONE
+                    return
+                if not isinstance(item, Won):
+                    frames = encoder_.pieces(composer.feed(item))
+                    if frames:
+                        yield frames
+        finally:
+            self.scope.cancel()
+            self.recv.close()
+
+
+def _before_latest_turn(history: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The conversation before the newest user/tool turns: what the previous answer ended."""
+    end = len(history)
+    while end > 0 and history[end - 1][0] != "assistant":
+        end -= 1
+    return history[:end]
+

@@ -1,0 +1,296 @@
+"""Validate a chat request and turn the OpenAI conversation into upstream messages.
+
+Every bad input is a 400 naming the offending `param` and never reaches upstream. What is
+accepted is liberal (openai-compat.md §2.6 item 23): `developer` maps to system, `tool` and legacy
+`function` results become text turns, assistant `reasoning_content` is ignored, unknown fields
+pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .catalog import ModelKind, ModelRoute, route_model
+from .errors import ApiError, bad_request, from_validation_error
+from .openai_types import (
+    AudioPart,
+    ChatRequest,
+    FilePart,
+    ImagePart,
+    Message,
+    NamedToolChoice,
+    RefusalPart,
+    TextPart,
+    chat_request_decoder,
+)
+from .toolprompt import FunctionChoice, FunctionSpec, render_assistant_tool_calls, render_tool_result
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+MAX_STOPS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    """A user-supplied image or file still to be fetched/decoded (rich-chat issue)."""
+
+    message_index: int
+    part_index: int
+    kind: str              # "image_url" or "file"
+    url: str               # data: URI or http(s) URL
+    filename: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSetup:
+    functions: tuple[FunctionSpec, ...]
+    choice: Any            # "auto" | "none" | "required" | FunctionChoice
+    parallel: bool
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.functions)
+
+    @property
+    def offered(self) -> bool:
+        return bool(self.functions) and self.choice != "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatParams:
+    """A validated chat request."""
+
+    route: ModelRoute
+    messages: list[Message]
+    stream: bool
+    include_usage: bool
+    stops: tuple[str, ...]
+    max_tokens: int | None
+    tools: ToolSetup | None
+
+
+def parse_chat_request(body: bytes) -> ChatParams:
+    if not body.strip():
+        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        req = chat_request_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise from_validation_error(exc) from None
+    return validate(req)
+
+
+def validate(req: ChatRequest) -> ChatParams:
+    if not req.model.strip():
+        raise bad_request("'model' must be a non-empty string.", param="model", code="invalid_value")
+    if req.messages is msgspec.UNSET:
+        raise bad_request("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+    if not req.messages:
+        raise bad_request("'messages' must contain at least one message.", param="messages", code="invalid_value")
+    for i, message in enumerate(req.messages):
+        _check_message(i, message)
+    if req.n is not None and req.n != 1:
+        raise bad_request(
+            f"n={req.n} is not supported: Genspark produces one answer per request; send n=1 or omit it.",
+            param="n", code="unsupported_value",
+        )
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+    if max_tokens is not None and max_tokens < 1:
+        raise bad_request(f"'{param}' must be at least 1.", param=param, code="invalid_value")
+    stops: tuple[str, ...] = ()
+    if isinstance(req.stop, str):
+        stops = (req.stop,) if req.stop else ()
+    elif isinstance(req.stop, list):
+        if len(req.stop) > MAX_STOPS:
+            raise bad_request(f"'stop' takes at most {MAX_STOPS} strings.", param="stop", code="invalid_value")
+        stops = tuple(s for s in req.stop if s)
+    route = route_model(req.model)
+    return ChatParams(
+        route=route,
+        messages=req.messages,
+        stream=bool(req.stream),
+        include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
+        stops=stops,
+        max_tokens=max_tokens,
+        tools=_tools(req),
+    )
+
+
+def _check_message(i: int, message: Message) -> None:
+    role = message.role
+    if role not in ROLES:
+        raise bad_request(
+            f"Invalid value for 'messages[{i}].role': {role!r}; use one of {', '.join(ROLES)}.",
+            param=f"messages[{i}].role", code="invalid_value",
+        )
+    content = message.content
+    if content is None:
+        if role == "user":
+            raise bad_request(f"'messages[{i}].content' must not be null for a user message.",
+                              param=f"messages[{i}].content", code="invalid_type")
+        return
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if isinstance(part, AudioPart):
+                raise bad_request(
+                    f"messages[{i}].content[{j}]: audio input is not supported by Genspark chat; "
+                    "send text, images or files.",
+                    param=f"messages[{i}].content[{j}]", code="unsupported_content",
+                )
+            if role != "user" and isinstance(part, ImagePart | FilePart):
+                raise bad_request(
+                    f"messages[{i}].content[{j}]: images and files are only accepted in user messages.",
+                    param=f"messages[{i}].content[{j}]", code="invalid_value",
+                )
+            if isinstance(part, FilePart) and not (part.file.file_data or part.file.file_url):
+                raise bad_request(
+                    f"messages[{i}].content[{j}]: a file part needs 'file_data' (a data: URI or base64); "
+                    "uploaded file ids are not supported.",
+                    param=f"messages[{i}].content[{j}].file", code="invalid_value",
+                )
+
+
+def _tools(req: ChatRequest) -> ToolSetup | None:
+    functions: list[FunctionSpec] = []
+    if req.tools:
+        for k, tool in enumerate(req.tools):
+            if tool.type != "function":
+                raise bad_request(f"tools[{k}].type {tool.type!r} is not supported; use 'function'.",
+                                  param=f"tools[{k}].type", code="invalid_value")
+            functions.append(FunctionSpec(tool.function.name, tool.function.description, tool.function.parameters))
+    elif req.functions:  # legacy `functions` / `function_call`
+        functions = [FunctionSpec(f.name, f.description, f.parameters) for f in req.functions]
+    for k, f in enumerate(functions):
+        if not f.name or len(f.name) > 64 or not all(c.isalnum() or c in "_-." for c in f.name):
+            raise bad_request(f"Invalid function name {f.name!r}: use letters, digits, '_', '-' and '.', at most 64.",
+                              param=f"tools[{k}].function.name", code="invalid_value")
+    raw_choice: Any = req.tool_choice if req.tool_choice is not None else req.function_call
+    if not functions:
+        if raw_choice not in (None, "none", "auto"):
+            raise bad_request("'tool_choice' needs 'tools'.", param="tool_choice", code="invalid_value")
+        return None
+    names = {f.name for f in functions}
+    choice: Any
+    if raw_choice is None:
+        choice = "auto"
+    elif isinstance(raw_choice, str):
+        if raw_choice not in ("auto", "none", "required"):
+            raise bad_request(f"Invalid 'tool_choice' {raw_choice!r}; use auto, none, required or a named function.",
+                              param="tool_choice", code="invalid_value")
+        choice = raw_choice
+    else:
+        name = raw_choice.function.name if isinstance(raw_choice, NamedToolChoice) else raw_choice.name
+        if name not in names:
+            raise bad_request(f"'tool_choice' names {name!r}, which is not among the tools.",
+                              param="tool_choice", code="invalid_value")
+        choice = FunctionChoice(name)
+    parallel = req.parallel_tool_calls is not False and not req.functions
+    return ToolSetup(tuple(functions), choice, parallel)
+
+
+# ------------------------------------------------------------------------------ conversion
+
+
+def message_text(message: Message) -> str:
+    """The text of a message (parts joined); images and files are not text."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.text for p in content if isinstance(p, TextPart)) + "".join(
+        p.refusal for p in content if isinstance(p, RefusalPart)
+    )
+
+
+def history_text(message: Message) -> tuple[str, str]:
+    """(role, text) of a message as the conversation binding sees it (bindings.conversation_key)."""
+    role = "system" if message.role == "developer" else message.role
+    if message.role == "assistant" and (message.tool_calls or message.function_call):
+        return role, render_assistant_tool_calls(message_text(message) or None, _calls(message))
+    return role, message_text(message)
+
+
+def _calls(message: Message) -> list[tuple[str, str, str]]:
+    calls = []
+    for call in message.tool_calls or ():
+        calls.append((call.id, call.function.name, _arguments(call.function.arguments)))
+    if message.function_call is not None:
+        calls.append(("", message.function_call.name, _arguments(message.function_call.arguments)))
+    return calls
+
+
+def _arguments(arguments: str | dict[str, Any] | None) -> str:
+    if arguments is None:
+        return "{}"
+    if isinstance(arguments, str):
+        return arguments or "{}"
+    return msgspec.json.encode(arguments).decode()
+
+
+def media_refs(messages: list[Message]) -> list[MediaRef]:
+    refs = []
+    for i, message in enumerate(messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if isinstance(part, ImagePart):
+                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+                refs.append(MediaRef(i, j, "image_url", url))
+            elif isinstance(part, FilePart):
+                data = part.file.file_data or part.file.file_url or ""
+                if data and not data.startswith(("data:", "http://", "https://")):
+                    data = "data:application/octet-stream;base64," + data  # bare base64, as OpenAI allows
+                refs.append(MediaRef(i, j, "file", data, part.file.filename))
+    return refs
+
+
+def upstream_turns(
+    messages: list[Message],
+    *,
+    pre_messages: tuple[tuple[str, str], ...],
+    tool_instruction: str | None,
+) -> list[tuple[int | None, str, str]]:
+    """(client message index or None, upstream role, text) for every turn sent upstream.
+
+    `PRE_MESSAGES_JSON` and the tool instruction go right after the last system message
+    (genspark-protocol.md §5.7); tool results become user turns and assistant tool calls are
+    written in the tool envelope (genspark-protocol.md §6), so the full history stays coherent.
+    """
+    turns: list[tuple[int | None, str, str]] = []
+    names: dict[str, str] = {}
+    for i, message in enumerate(messages):
+        role = message.role
+        if role in ("system", "developer"):
+            turns.append((i, "system", message_text(message)))
+        elif role == "user":
+            turns.append((i, "user", message_text(message)))
+        elif role == "assistant":
+            for call_id, name, _ in _calls(message):
+                names[call_id] = name
+            turns.append((i, "assistant", history_text(message)[1]))
+        else:  # tool / function results
+            call_id = message.tool_call_id or ""
+            name = message.name or names.get(call_id)
+            turns.append((i, "user", render_tool_result(call_id, name, message_text(message))))
+    insert_at = max((k + 1 for k, t in enumerate(turns) if t[1] == "system"), default=0)
+    extra: list[tuple[int | None, str, str]] = [
+        (None, "system" if role in ("system", "developer") else role, text) for role, text in pre_messages
+    ]
+    if tool_instruction:
+        extra.append((None, "system", tool_instruction))
+    return turns[:insert_at] + extra + turns[insert_at:]
+
+
+def is_generation(route: ModelRoute) -> bool:
+    return route.kind in (ModelKind.IMAGE, ModelKind.VIDEO)
+
+
+def media_error(ref: MediaRef, reason: str) -> ApiError:
+    return bad_request(
+        f"messages[{ref.message_index}].content[{ref.part_index}]: {reason}",
+        param=f"messages[{ref.message_index}].content[{ref.part_index}]",
+        code="invalid_media",
+    )

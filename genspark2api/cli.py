@@ -1,0 +1,136 @@
+"""Command line: `python genspark2api.py [--demo] [--host H] [--port P]`.
+
+hypercorn runs from code under trio (python-stack.md §3): one bind address, graceful shutdown on
+SIGTERM and SIGINT (also as PID 1 in a container, where Python would otherwise ignore SIGTERM),
+SIGHUP re-reads `GS_COOKIE_FILE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from .app import create_app
+from .redact import mask_secret
+from .runtime import Runtime
+from .settings import Settings, SettingsError, deprecated_in
+
+log = logging.getLogger("genspark2api")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="genspark2api", description="OpenAI-compatible API over Genspark.ai")
+    parser.add_argument("--demo", action="store_true",
+                        help="run together with the built-in Genspark simulator (no cookie needed)")
+    parser.add_argument("--host", help="bind address (default: $HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="listen port (default: $PORT or 7055)")
+    return parser.parse_args(argv)
+
+
+def load(env: Mapping[str, str], args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env(env)
+    changes: dict[str, object] = {}
+    if args.host:
+        changes["host"] = args.host
+    if args.port is not None:
+        changes["port"] = args.port
+    return settings.replace(**changes) if changes else settings
+
+
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = parse_args(argv)
+    env = dict(os.environ if env is None else env)
+    try:
+        settings = load(env, args)
+    except SettingsError as exc:
+        print(f"genspark2api: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if settings.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for warning in deprecated_in(env):
+        log.warning(warning)
+    if not args.demo and not settings.cookies and not settings.cookie_file:
+        print(
+            "genspark2api: no Genspark cookie: set GS_COOKIE (or GS_COOKIE_FILE), "
+            "or run with --demo to try the built-in simulator",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        trio.run(run, settings, args.demo)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def wait_for_signals(runtime: Runtime) -> None:
+    """Return on SIGTERM/SIGINT (the shutdown trigger); SIGHUP re-reads the cookies."""
+    signals = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    with trio.open_signal_receiver(*signals) as received:
+        async for signum in received:
+            if signum == getattr(signal, "SIGHUP", None):
+                runtime.reload_cookies("SIGHUP")
+                continue
+            log.info("signal %s: shutting down", signal.Signals(signum).name)
+            return
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    host = settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.accesslog = "-" if settings.debug else None
+    config.errorlog = "-"
+    config.graceful_timeout = 5
+    config.keep_alive_timeout = 75  # outlive the idle timeout of a reverse proxy in front
+    return config
+
+
+async def run(settings: Settings, demo: bool) -> None:
+    async with trio.open_nursery() as nursery:
+        if demo:
+            from .simulator import Simulator, serve_simulator
+
+            simulator = Simulator()
+            sim_url = await nursery.start(serve_simulator, simulator, "127.0.0.1", 0)
+            settings = settings.replace(base_url=sim_url, cookies=("session_id=demo",), cookie_file="")
+            log.info("demo mode: upstream is the built-in Genspark simulator at %s (answers are simulated)", sim_url)
+        runtime = Runtime(settings)
+        app = create_app(runtime)
+        announce(settings, runtime, demo)
+        config = hypercorn_config(settings)
+        async def serve_then_stop(task_status: trio.TaskStatus) -> None:
+            await serve(app, config, shutdown_trigger=lambda: wait_for_signals(runtime), task_status=task_status)
+            nursery.cancel_scope.cancel()  # stops the simulator of --demo too
+
+        binds = await nursery.start(serve_then_stop)
+        shown = binds[0] if binds else f"http://{settings.host}:{settings.port}"
+        base = shown.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]") + settings.route_prefix + "/v1"
+        auth = f" -H 'Authorization: Bearer {settings.api_secrets[0]}'" if settings.api_secrets else ""
+        print(f"genspark2api is serving: base URL {base}", flush=True)
+        print(
+            f"try: curl -s {base}/chat/completions -H 'Content-Type: application/json'{auth} "
+            "-d '{\"model\":\"claude-sonnet-4-6\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'",
+            flush=True,
+        )
+
+
+def announce(settings: Settings, runtime: Runtime, demo: bool) -> None:
+    if not settings.api_secrets:
+        log.warning("API_SECRET is not set: THE API IS OPEN TO ANYONE WHO CAN REACH THIS PORT")
+    else:
+        log.info("API keys accepted: %s", ", ".join(mask_secret(s) for s in settings.api_secrets))
+    log.info("upstream %s, chat protocol %s, %d cookie(s):", settings.base_url, settings.chat_protocol, len(runtime.pool))
+    for line in runtime.pool.summary().splitlines():
+        log.info("  %s", line)
+    log.info("token counting: %s", runtime.counter.description)

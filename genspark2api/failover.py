@@ -1,0 +1,256 @@
+"""Failover and hedging over the cookie pool: the one retry loop of the service.
+
+Chat, images and videos all run their upstream work as an *attempt*: an async function that gets
+a cookie lease and emits answer events. `FailoverRunner.run` owns every attempt of one request in
+one nursery:
+
+- Events before the first answer-bearing one (project id, model info) are held per attempt, so an
+  in-band error at the start of a 200 stream can still move the request to another cookie
+  (openai-compat.md §2.5 item 20, CPA's "stream bootstrap buffering").
+- The first attempt to produce an answer-bearing event wins: its held events and everything after
+  go down the channel; every other attempt is cancelled and its upstream connection closed.
+- With `hedge_after` > 0 a second attempt starts on another cookie when the first has produced
+  nothing answer-bearing by then (nobody else does this; trio's nurseries make it cheap).
+- After the win, a failure is reported as `Failed` (the client gets an error event); before it,
+  the next cookie is tried, up to `max_attempts`.
+
+The outcome always goes down the channel as exactly one `Completed` or `Failed` item.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from .classify import EMPTY_ANSWER, Failure, FailureKind
+from .errors import ApiError, upstream_error
+from .events import AnswerEvent, UpstreamFailure, is_answer_bearing
+from .pool import CookiePool, CookieState, Lease, PoolUnavailable
+
+log = logging.getLogger("genspark2api.failover")
+
+Emit = Callable[[AnswerEvent], Awaitable[None]]
+Attempt = Callable[[Lease, Emit], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Won:
+    """The attempt on `lease` produced the first answer-bearing event; its events follow."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: ApiError
+    after_answer: bool = False
+
+
+RunItem = AnswerEvent | Won | Completed | Failed
+
+
+@dataclass(slots=True)
+class _RunState:
+    winner: Lease | None = None
+    done: bool = False
+    started: int = 0
+    last_start: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+    running: dict[int, trio.CancelScope] = field(default_factory=dict)
+    changed: trio.Event = field(default_factory=trio.Event)
+    unavailable: PoolUnavailable | None = None
+    tried: set[str] = field(default_factory=set)
+
+
+class FailoverRunner:
+    def __init__(self, pool: CookiePool, *, max_attempts: int = 0, hedge_after: float = 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.pool = pool
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.hedge_after = hedge_after
+
+    async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None) -> None:
+        """Run attempts until one completes or nothing is left; never raises but Cancelled."""
+        state = _RunState()
+        async with send:
+            try:
+                async with trio.open_nursery() as nursery:
+                    await self._supervise(attempt, send, prefer, state, nursery)
+                    nursery.cancel_scope.cancel()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the consumer went away; the attempts were cancelled with the nursery
+
+    async def _supervise(self, attempt: Attempt, send: trio.MemorySendChannel, prefer: str | None,
+                         state: _RunState, nursery: trio.Nursery) -> None:
+        limit = self.max_attempts or max(1, len(self.pool))
+
+        def start_next(hedge: bool) -> bool:
+            if state.started >= limit:
+                return False
+            try:
+                lease = self.pool.acquire(exclude=state.tried, prefer=prefer if state.started == 0 else None)
+            except PoolUnavailable as exc:
+                state.unavailable = exc
+                return False
+            state.tried.add(lease.key)
+            state.started += 1
+            state.last_start = trio.current_time()
+            if hedge:
+                log.info("hedging: second attempt on %s", lease.masked)
+            # Registered before the task runs, so the loop below never sees a gap.
+            state.running[lease.token] = trio.CancelScope()
+            nursery.start_soon(self._attempt, attempt, lease, send, state)
+            return True
+
+        if not start_next(False):
+            await send.send(Failed(self._exhausted(state)))
+            return
+        hedging = self.hedge_after > 0
+        while not state.done:
+            if not state.running and state.winner is None:
+                last = state.failures[-1] if state.failures else EMPTY_ANSWER
+                if not last.retry_elsewhere or not start_next(False):
+                    await send.send(Failed(self._exhausted(state)))
+                    return
+                continue
+            timeout = math.inf
+            if hedging and state.winner is None and len(state.running) == 1 and state.started < limit:
+                timeout = state.last_start + self.hedge_after - trio.current_time()
+                if timeout <= 0:
+                    hedging = start_next(True)  # nothing left to hedge on: stop trying
+                    continue
+            state.changed = trio.Event()
+            with trio.move_on_after(timeout):
+                await state.changed.wait()
+
+    async def _attempt(self, attempt: Attempt, lease: Lease, send: trio.MemorySendChannel, state: _RunState) -> None:
+        scope = state.running[lease.token]
+        held: list[AnswerEvent] = []
+        won = False
+        released = False
+
+        def release(failure: Failure | None) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.pool.release(lease, failure)
+
+        async def emit(event: AnswerEvent) -> None:
+            nonlocal won
+            if won:
+                await send.send(event)
+            elif state.winner is not None:
+                scope.cancel()  # another attempt won while this one was mid-flight
+                await trio.lowlevel.checkpoint()
+            elif is_answer_bearing(event):
+                won = True
+                state.winner = lease
+                for token, other in list(state.running.items()):
+                    if token != lease.token:
+                        other.cancel()
+                await send.send(Won(lease))
+                for item in held:
+                    await send.send(item)
+                held.clear()
+                await send.send(event)
+            else:
+                held.append(event)
+
+        try:
+            with scope:
+                try:
+                    await attempt(lease, emit)
+                    if not won:
+                        raise UpstreamFailure(EMPTY_ANSWER)
+                    release(None)
+                    await send.send(Completed())
+                    state.done = True
+                except UpstreamFailure as exc:
+                    failure = exc.failure
+                    log.warning("attempt on %s failed: %s (%s)", lease.masked, failure.code, failure.detail)
+                    release(failure)
+                    if won:
+                        await send.send(Failed(_mid_stream_error(failure), after_answer=True))
+                        state.done = True
+                    else:
+                        state.failures.append(failure)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    release(None)
+                    state.done = True
+                except Exception as exc:  # a bug of ours: never blame the cookie, never try all others
+                    log.exception("attempt on %s crashed", lease.masked)
+                    release(None)
+                    failure = Failure(FailureKind.UPSTREAM_WIDE, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
+                    if won:
+                        await send.send(Failed(_mid_stream_error(failure), after_answer=True))
+                        state.done = True
+                    else:
+                        state.failures.append(failure)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            state.done = True
+        finally:
+            release(None)  # cancelled losers and cancelled requests cost the cookie nothing
+            state.running.pop(lease.token, None)
+            state.changed.set()
+
+    def _exhausted(self, state: _RunState) -> ApiError:
+        """The answer when no attempt succeeded (openai-compat.md §5 item 4)."""
+        failures = state.failures
+        last = failures[-1] if failures else None
+        if last is not None and last.kind in (FailureKind.UPSTREAM_WIDE, FailureKind.REQUEST):
+            return error_for_failure(last)
+        overloaded = next((f for f in failures if f.kind is FailureKind.OVERLOADED), None)
+        if overloaded is not None:
+            return upstream_error(503, overloaded.detail, overloaded.code)
+        statuses = self.pool.snapshot()
+        cooling = [s for s in statuses if s.state == CookieState.COOLING and s.until is not None]
+        healthy = [s for s in statuses if s.state == CookieState.HEALTHY]
+        if not statuses:
+            return upstream_error(503, "No Genspark cookie is configured (set GS_COOKIE or GS_COOKIE_FILE).", "no_account_configured")
+        if not healthy and cooling:
+            earliest = self.pool.earliest_recovery()
+            wait = max(1.0, earliest - self.clock()) if earliest else None
+            reason = f" Last upstream signal: {last.detail}" if last else ""
+            return upstream_error(
+                429,
+                f"Every Genspark account of this service is cooling down; retry after {int(wait or 60)} s.{reason}",
+                "accounts_cooling",
+                retry_after=wait,
+            )
+        if not healthy:
+            return upstream_error(
+                503,
+                "No usable Genspark account: every configured cookie is logged out or was rejected upstream; "
+                "the operator must renew GS_COOKIE.",
+                "no_usable_account",
+            )
+        if last is not None:
+            return error_for_failure(last)
+        return upstream_error(502, "Genspark gave no answer.", "upstream_failed")
+
+
+def error_for_failure(failure: Failure) -> ApiError:
+    """The client's answer for one classified failure, before anything was streamed."""
+    if failure.kind is FailureKind.REQUEST:
+        return ApiError(400, failure.detail, type="invalid_request_error", code=failure.code)
+    if failure.kind is FailureKind.UPSTREAM_WIDE:
+        status = 500 if failure.code == "internal_error" else 503
+        return ApiError(status, failure.detail, type="upstream_error" if status == 503 else "server_error", code=failure.code)
+    if failure.code == "upstream_timeout":
+        return upstream_error(504, failure.detail, failure.code)
+    return upstream_error(502, failure.detail, failure.code)
+
+
+def _mid_stream_error(failure: Failure) -> ApiError:
+    return upstream_error(502, f"The upstream answer broke off: {failure.detail}", failure.code)

@@ -1,0 +1,118 @@
+"""The service's shared state, built once at start and passed down (no globals).
+
+`Runtime` owns the upstream client, the cookie pool, the failover runner, the conversation
+bindings, the token counter and the app's nursery, where background work runs with a deadline and
+its errors caught: an exception escaping into the app nursery would take the server down
+(python-stack.md §2.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import trio
+
+from .bindings import ConversationBindings
+from .failover import FailoverRunner
+from .pool import CookiePool, CooldownPolicy
+from .settings import Settings
+from .upstream import GensparkClient
+from .usage import TokenCounter, default_data_dir
+
+log = logging.getLogger("genspark2api")
+
+
+def read_cookie_file(path: str) -> list[str]:
+    """`GS_COOKIE_FILE`: one cookie per line; blank lines and `#` comments skipped."""
+    entries = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            entries.append(line)
+    return entries
+
+
+def cookie_entries(settings: Settings) -> list[str]:
+    entries = list(settings.cookies)
+    if settings.cookie_file:
+        entries += read_cookie_file(settings.cookie_file)
+    return entries
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        counter: TokenCounter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = GensparkClient(settings, transport=transport)
+        policy = CooldownPolicy(rate_limit_seconds=settings.rate_limit_lock, network_seconds=settings.network_cooldown)
+        self.pool = CookiePool(cookie_entries(settings), clock=clock, policy=policy)
+        self.runner = FailoverRunner(
+            self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after, clock=clock
+        )
+        self.bindings = ConversationBindings(clock=clock)
+        self.counter = counter or TokenCounter(data_dir=default_data_dir())
+        self.nursery: trio.Nursery | None = None
+        self.started = clock()
+        self._cookie_file_mtime = self._mtime()
+
+    # ------------------------------------------------------------------ background work
+
+    def background(self, name: str, fn: Callable[[], Awaitable[object]], *, timeout: float = 60.0) -> None:
+        """Run `fn` in the app nursery with a deadline; errors are logged, never raised."""
+        if self.nursery is None:
+            log.warning("background task %s dropped: the app is not serving", name)
+            return
+
+        async def guarded() -> None:
+            try:
+                with trio.fail_after(timeout):
+                    await fn()
+            except Exception as exc:
+                log.warning("background task %s failed: %s: %s", name, type(exc).__name__, exc)
+
+        self.nursery.start_soon(guarded)
+
+    # ------------------------------------------------------------------ cookie file reload
+
+    def _mtime(self) -> float | None:
+        path = self.settings.cookie_file
+        try:
+            return os.stat(path).st_mtime if path else None
+        except OSError:
+            return None
+
+    def reload_cookies(self, reason: str) -> None:
+        try:
+            entries = cookie_entries(self.settings)
+        except OSError as exc:
+            log.error("cookie reload (%s) failed, pool unchanged: %s", reason, exc)
+            return
+        added, removed = self.pool.reload(entries)
+        log.info("cookie reload (%s): %d added, %d removed, %d in pool", reason, added, removed, len(self.pool))
+        for line in self.pool.summary().splitlines():
+            log.info("  %s", line)
+
+    async def watch_cookie_file(self, interval: float = 2.0) -> None:
+        """Re-read `GS_COOKIE_FILE` when it changes (SIGHUP does it at once, see cli)."""
+        if not self.settings.cookie_file:
+            return
+        while True:
+            await trio.sleep(interval)
+            mtime = self._mtime()
+            if mtime != self._cookie_file_mtime:
+                self._cookie_file_mtime = mtime
+                self.reload_cookies("file changed")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
