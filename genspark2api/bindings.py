@@ -1,0 +1,113 @@
+"""Conversation affinity: a follow-up turn goes back to the cookie and upstream chat (project)
+that answered the turn before.
+
+Why (genspark-protocol.md §5.5): a fresh Genspark chat may silently switch or degrade the model,
+and a project already holds the earlier turns. deanxv bound one project per (cookie, model), so
+unrelated conversations of all users piled into one upstream thread; we bind per *conversation*:
+the key is the model plus the exact message history, so only a client that continues the same
+conversation lands in the same project.
+
+An OpenAI client resends the whole history each turn. After turn n we remember
+`history + [answer]` under its key; turn n+1 sends `history + [answer] + [new user message]`,
+and its history (everything before the new last user message) hashes to the same key.
+
+Pure and in memory: a bounded LRU with a maximum age, clock injected. Lost on restart, which only
+costs a fresh upstream chat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    cookie_key: str
+    project_id: str
+    created: float
+
+
+def _canonical_text(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def conversation_key(model: str, messages: Sequence[tuple[str, str]]) -> str:
+    """sha256 hex of the model and the (role, text) pairs, line endings and outer whitespace
+    canonicalised; stable across processes and Python versions (no `hash()`)."""
+    canonical = [model.strip(), [[role.strip().lower(), _canonical_text(text)] for role, text in messages]]
+    encoded = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+class ConversationBindings:
+    """conversation key -> Binding, at most `max_entries`, each for at most `max_age` seconds.
+
+    Expired entries are dropped when met: on lookup, from the old end on insert, and in full by
+    `__len__` and `bound_projects`.
+    """
+
+    def __init__(
+        self, *, max_entries: int = 10000, max_age: float = 86400.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._max_age = max_age
+        self._clock = clock
+        # key -> (binding, stored at); order = least recently used first.
+        self._entries: OrderedDict[str, tuple[Binding, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        self._purge()
+        return len(self._entries)
+
+    def lookup(self, model: str, history: Sequence[tuple[str, str]]) -> Binding | None:
+        """The binding of the conversation whose earlier messages are `history`
+        (everything before the new last user message), or None."""
+        if not history:
+            return None
+        key = conversation_key(model, history)
+        item = self._entries.get(key)
+        if item is None:
+            return None
+        binding, stored = item
+        if self._expired(stored, self._clock()):
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return binding
+
+    def remember(self, model: str, history_with_answer: Sequence[tuple[str, str]], binding: Binding) -> None:
+        """Bind the conversation as it stands after the answer just produced."""
+        now = self._clock()
+        key = conversation_key(model, history_with_answer)
+        self._entries[key] = (binding, now)
+        self._entries.move_to_end(key)
+        while self._entries:
+            oldest_key, (_, stored) = next(iter(self._entries.items()))
+            if len(self._entries) <= self._max_entries and not self._expired(stored, now):
+                break
+            del self._entries[oldest_key]
+
+    def forget_cookie(self, cookie_key: str) -> None:
+        """Drop every binding to a cookie (removed from the pool, or disabled)."""
+        for key in [k for k, (binding, _) in self._entries.items() if binding.cookie_key == cookie_key]:
+            del self._entries[key]
+
+    def bound_projects(self) -> set[str]:
+        """Project ids still bound to a live conversation (never auto-delete these, §5.9)."""
+        self._purge()
+        return {binding.project_id for binding, _ in self._entries.values()}
+
+    def _expired(self, stored: float, now: float) -> bool:
+        return now - stored >= self._max_age
+
+    def _purge(self) -> None:
+        now = self._clock()
+        for key in [k for k, (_, stored) in self._entries.items() if self._expired(stored, now)]:
+            del self._entries[key]
