@@ -177,6 +177,11 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 return json_response(encoder.encode(ModelCard(m, MODELS_CREATED, owned_by(m))))
         raise ApiError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
 
+    @api.get("/pool")
+    async def pool() -> Response:
+        """The cookie pool, masked: state, reason, until-when, in-flight and counts."""
+        return json_response(encoder.encode({"object": "pool", "data": pool_status(runtime)}))
+
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
         params = parse_chat_request(await request.get_data())
@@ -192,6 +197,18 @@ def create_app(runtime: Runtime) -> QuartTrio:
     # HOOK register_generation_routes(api, runtime)
     app.register_blueprint(api)
     return app
+
+
+def pool_status(runtime: Runtime) -> list[dict[str, object]]:
+    return [
+        {
+            "cookie": s.masked, "key": s.key, "state": str(s.state), "reason": s.reason, "until": s.until,
+            "in_flight": s.in_flight, "successes": s.successes, "failures": s.failures,
+            "consecutive_failures": s.consecutive_failures, "last_used": s.last_used,
+            "last_error": s.last_error_detail,
+        }
+        for s in runtime.pool.snapshot()
+    ]
 
 
 def runtime_page(runtime: Runtime) -> str:

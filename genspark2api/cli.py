@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not settings.debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     for warning in deprecated_in(env):
         log.warning(warning)
     if not args.demo and not settings.cookies and not settings.cookie_file:
@@ -90,7 +92,7 @@ def hypercorn_config(settings: Settings) -> Config:
     host = settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = "-" if settings.debug else None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, printed once
     config.graceful_timeout = 5
     config.keep_alive_timeout = 75  # outlive the idle timeout of a reverse proxy in front
     return config
