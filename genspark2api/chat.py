@@ -300,34 +300,45 @@ class StreamBody:
         encoder_ = ChunkEncoder(chat.completion_id, chat.created, chat.params.route.requested)
         composer = AnswerComposer(service.options(chat), service.rt.counter)
         keepalive = service.settings.keepalive_seconds
+
+        def frames_of(item: RunItem) -> tuple[bytes, bool]:
+            """(frames for one channel item, whether the stream is over)."""
+            service.observe(chat, item)
+            if isinstance(item, Failed):
+                return error_frame(item.error) + DONE, True
+            if isinstance(item, Completed):
+                tail = encoder_.pieces(composer.finish()) + encoder_.finish(composer.finish_reason)
+                if chat.params.include_usage:
+                    tail += encoder_.usage(service.usage(chat, composer))
+                service.finished(chat, composer)
+                return tail + DONE, True
+            if isinstance(item, Won):
+                return b"", False
+            return encoder_.pieces(composer.feed(item)), False
+
         try:
             yield encoder_.role()
-            while True:
+            done = False
+            while not done:
                 try:
                     item = await self._next_item(keepalive)
                 except trio.EndOfChannel:
-                    yield error_frame(upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated"))
-                    yield DONE
+                    yield error_frame(upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated")) + DONE
                     return
                 if item is None:
                     yield KEEPALIVE
                     continue
-                service.observe(chat, item)
-                if isinstance(item, Failed):
-                    yield error_frame(item.error)
-                    yield DONE
-                    return
-                if isinstance(item, Completed):
-                    tail = encoder_.pieces(composer.finish()) + encoder_.finish(composer.finish_reason)
-                    if chat.params.include_usage:
-                        tail += encoder_.usage(service.usage(chat, composer))
-                    service.finished(chat, composer)
-                    yield tail + DONE
-                    return
-                if not isinstance(item, Won):
-                    frames = encoder_.pieces(composer.feed(item))
-                    if frames:
-                        yield frames
+                out, done = frames_of(item)
+                # Whatever else is already waiting goes out in the same write: fewer, fuller sends.
+                while not done:
+                    try:
+                        item = self.held.pop(0) if self.held else self.recv.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    more, done = frames_of(item)
+                    out += more
+                if out:
+                    yield out
         finally:
             self.scope.cancel()
             self.recv.close()
