@@ -165,11 +165,14 @@ def _tools(req: ChatRequest) -> ToolSetup | None:
     for k, f in enumerate(functions):
         if not f.name or len(f.name) > 64 or not all(c.isalnum() or c in "_-." for c in f.name):
             raise bad_request(f"Invalid function name {f.name!r}: use letters, digits, '_', '-' and '.', at most 64.",
-                              param=f"tools[{k}].function.name", code="invalid_value")
+                              param=f"tools[{k}].function.name" if req.tools else f"functions[{k}].name",
+                              code="invalid_value")
+    # A legacy client sent `function_call`: its errors name that parameter.
+    param = "function_call" if req.tool_choice is None and req.function_call is not None else "tool_choice"
     raw_choice: Any = req.tool_choice if req.tool_choice is not None else req.function_call
     if not functions:
         if raw_choice not in (None, "none", "auto"):
-            raise bad_request("'tool_choice' needs 'tools'.", param="tool_choice", code="invalid_value")
+            raise bad_request(f"'{param}' needs 'tools'.", param=param, code="invalid_value")
         return None
     names = {f.name for f in functions}
     choice: Any
@@ -177,14 +180,14 @@ def _tools(req: ChatRequest) -> ToolSetup | None:
         choice = "auto"
     elif isinstance(raw_choice, str):
         if raw_choice not in ("auto", "none", "required"):
-            raise bad_request(f"Invalid 'tool_choice' {raw_choice!r}; use auto, none, required or a named function.",
-                              param="tool_choice", code="invalid_value")
+            raise bad_request(f"Invalid '{param}' {raw_choice!r}; use auto, none, required or a named function.",
+                              param=param, code="invalid_value")
         choice = raw_choice
     else:
         name = raw_choice.function.name if isinstance(raw_choice, NamedToolChoice) else raw_choice.name
         if name not in names:
-            raise bad_request(f"'tool_choice' names {name!r}, which is not among the tools.",
-                              param="tool_choice", code="invalid_value")
+            raise bad_request(f"'{param}' names {name!r}, which is not among the tools.",
+                              param=param, code="invalid_value")
         choice = FunctionChoice(name)
     parallel = req.parallel_tool_calls is not False and not req.functions
     return ToolSetup(tuple(functions), choice, parallel)

@@ -60,6 +60,7 @@ class AnswerComposer:
     sources: dict[str, Source] = field(default_factory=dict)
     finish_reason: str = "stop"
     _think_open: bool = False
+    _blank: str = ""  # whitespace-only answer text held back while tools are offered
     _stop: StopFilter = field(init=False)
     _budget: TokenBudget = field(init=False)
     _tools: ToolCallStreamParser | None = field(init=False)
@@ -88,6 +89,8 @@ class AnswerComposer:
         out: list[Piece] = []
         if self._tools is not None:
             out += self._tool_pieces(self._tools.finish())
+            if not self.calls:
+                out += self._content(self._blank)
         if not self._stop.stopped:
             out += self._content(self._stop.flush())
         out += self._close_think()
@@ -133,14 +136,21 @@ class AnswerComposer:
         return out + self._tool_pieces(self._tools.feed(text))
 
     def _tool_pieces(self, pieces: list[TextPiece | CallPiece]) -> list[Piece]:
+        # Whitespace around the blocks (the newline between two parallel calls) is layout, not
+        # content: it waits for real text, and is dropped when a call comes instead, so an answer
+        # of calls only has no content at all (openai-compat.md §2.3 item 14).
         out: list[Piece] = []
         for piece in pieces:
             if isinstance(piece, CallPiece):
+                self._blank = ""
                 if not self._cut:
                     self.calls.append(piece.call)
                     out.append(Call(len(self.calls) - 1, piece.call))
+            elif not piece.text.strip():
+                self._blank += piece.text
             else:
-                out += self._content(piece.text)
+                text, self._blank = self._blank + piece.text, ""
+                out += self._content(text)
         return out
 
     def _content(self, text: str, *, filtered: bool = True) -> list[Piece]:
