@@ -148,6 +148,8 @@ class ChatService:
             stops=params.stops,
             max_tokens=params.max_tokens,
             tool_names=tools.names if tools is not None and tools.offered else None,
+            single_call=tools is not None and not tools.parallel,
+            legacy_functions=tools is not None and tools.legacy,
             search_sources=self.settings.search_sources,
         )
 
@@ -226,7 +228,9 @@ class ChatService:
         message = AssistantMessage("assistant", composer.content_text or (None if composer.calls else ""))
         if composer.reasoning and self.settings.reasoning_format != "think":
             message.reasoning_content = composer.reasoning_text
-        if composer.calls:
+        if composer.calls and self.options(chat).legacy_functions:
+            message.function_call = FunctionCallOut(composer.calls[0].name, composer.calls[0].arguments)
+        elif composer.calls:
             message.tool_calls = [ToolCallOut(c.id, FunctionCallOut(c.name, c.arguments)) for c in composer.calls]
         body = ChatCompletion(
             chat.completion_id, chat.created, chat.params.route.requested,
@@ -297,8 +301,10 @@ class StreamBody:
 
     async def _frames(self) -> AsyncIterator[bytes]:
         service, chat = self.service, self.chat
-        encoder_ = ChunkEncoder(chat.completion_id, chat.created, chat.params.route.requested)
-        composer = AnswerComposer(service.options(chat), service.rt.counter)
+        options = service.options(chat)
+        encoder_ = ChunkEncoder(chat.completion_id, chat.created, chat.params.route.requested,
+                                legacy_functions=options.legacy_functions)
+        composer = AnswerComposer(options, service.rt.counter)
         keepalive = service.settings.keepalive_seconds
 
         def frames_of(item: RunItem) -> tuple[bytes, bool]:

@@ -48,6 +48,7 @@ class ToolSetup:
     functions: tuple[FunctionSpec, ...]
     choice: Any            # "auto" | "none" | "required" | FunctionChoice
     parallel: bool
+    legacy: bool = False   # `functions`/`function_call`: answer with `function_call`, one call
 
     @property
     def names(self) -> frozenset[str]:
@@ -189,8 +190,9 @@ def _tools(req: ChatRequest) -> ToolSetup | None:
             raise bad_request(f"'{param}' names {name!r}, which is not among the tools.",
                               param=param, code="invalid_value")
         choice = FunctionChoice(name)
-    parallel = req.parallel_tool_calls is not False and not req.functions
-    return ToolSetup(tuple(functions), choice, parallel)
+    legacy = not req.tools and bool(req.functions)
+    parallel = req.parallel_tool_calls is not False and not legacy
+    return ToolSetup(tuple(functions), choice, parallel, legacy)
 
 
 # ------------------------------------------------------------------------------ conversion

@@ -31,12 +31,13 @@ def frame(payload: bytes) -> bytes:
 
 
 class ChunkEncoder:
-    __slots__ = ("id", "created", "model")
+    __slots__ = ("id", "created", "model", "legacy_functions")
 
-    def __init__(self, completion_id: str, created: int, model: str) -> None:
+    def __init__(self, completion_id: str, created: int, model: str, *, legacy_functions: bool = False) -> None:
         self.id = completion_id
         self.created = created
         self.model = model
+        self.legacy_functions = legacy_functions
 
     def _chunk(self, delta: Delta, finish_reason: str | None = None) -> bytes:
         chunk = ChatCompletionChunk(self.id, self.created, self.model, [ChunkChoice(0, delta, finish_reason)])
@@ -52,6 +53,9 @@ class ChunkEncoder:
                 out += self._chunk(Delta(content=piece.text))
             elif isinstance(piece, Reasoning):
                 out += self._chunk(Delta(reasoning_content=piece.text))
+            elif isinstance(piece, Call) and self.legacy_functions:
+                out += self._chunk(Delta(function_call=FunctionCallOut(piece.call.name, "")))
+                out += self._chunk(Delta(function_call=FunctionCallOut(arguments=piece.call.arguments)))
             elif isinstance(piece, Call):
                 # openai-compat.md §2.3 item 13: id, type and name first, then argument fragments;
                 # `index` on every tool-call delta.

@@ -27,6 +27,8 @@ class ComposeOptions:
     stops: tuple[str, ...] = ()
     max_tokens: int | None = None
     tool_names: frozenset[str] | None = None       # None: the request offered no tools
+    single_call: bool = False                       # parallel_tool_calls false / legacy functions
+    legacy_functions: bool = False                  # answer in the legacy `function_call` shape
     search_sources: bool = True
 
 
@@ -97,7 +99,7 @@ class AnswerComposer:
         if self.sources and self.options.search_sources and not self._cut:
             out += self._content(render_sources(list(self.sources.values())), filtered=False)
         if self.calls:
-            self.finish_reason = "tool_calls"
+            self.finish_reason = "function_call" if self.options.legacy_functions else "tool_calls"
         elif self._budget.exhausted:
             self.finish_reason = "length"
         else:
@@ -143,7 +145,8 @@ class AnswerComposer:
         for piece in pieces:
             if isinstance(piece, CallPiece):
                 self._blank = ""
-                if not self._cut:
+                # parallel_tool_calls=false is a promise to the client, not just a hint upstream.
+                if not self._cut and not (self.options.single_call and self.calls):
                     self.calls.append(piece.call)
                     out.append(Call(len(self.calls) - 1, piece.call))
             elif not piece.text.strip():

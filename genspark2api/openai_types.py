@@ -138,6 +138,7 @@ class Delta(Struct, omit_defaults=True):
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    function_call: FunctionCallOut | None = None   # legacy `functions` requests
 
 
 class ChunkChoice(Struct):
@@ -177,6 +178,7 @@ class AssistantMessage(Struct, omit_defaults=True):
     content: str | None
     reasoning_content: str | UnsetType = UNSET
     tool_calls: list[ToolCallOut] | UnsetType = UNSET
+    function_call: FunctionCallOut | UnsetType = UNSET   # legacy `functions` requests
 
 
 class Choice(Struct):

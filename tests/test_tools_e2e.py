@@ -245,6 +245,10 @@ async def test_parallel_tool_calls_false_asks_for_one_call(make_service: Service
     parallel, single = (instruction_of(b) for b in upstream_bodies(sim, "ai_chat"))
     assert "several blocks" in parallel and "at most one tool" not in parallel
     assert "Call at most one tool per answer" in single and "several blocks" not in single
+    # A model that writes two blocks anyway still gives the client the one call it allowed.
+    ask = ASK[:1] + [{"role": "user", "content": "Weather and time, in parallel please"}]
+    one = await client.chat.completions.create(model="gpt-5.4", messages=ask, tools=TOOLS, parallel_tool_calls=False)
+    assert len(one.choices[0].message.tool_calls) == 1 and one.choices[0].finish_reason == "tool_calls"
 
 
 # ------------------------------------------------------------------------------ the SDK's stream helper
@@ -345,14 +349,22 @@ async def test_legacy_functions_and_function_call(make_service: ServiceFactory, 
     client = service.openai()
     functions = [t["function"] for t in TOOLS]
     result = await client.chat.completions.create(model="gpt-5.4", messages=ASK, functions=functions)
-    assert result.choices[0].finish_reason == "tool_calls"
-    assert_call(result.choices[0].message.tool_calls[0], "get_weather", WEATHER_ARGS)
+    # Legacy requests get the legacy answer shape: message.function_call, finish "function_call".
+    assert result.choices[0].finish_reason == "function_call"
+    assert result.choices[0].message.tool_calls is None
+    legacy_call = result.choices[0].message.function_call
+    assert legacy_call.name == "get_weather" and json.loads(legacy_call.arguments) == WEATHER_ARGS
     await client.chat.completions.create(
         model="gpt-5.4", messages=ASK, functions=functions, function_call={"name": "get_time"}
     )
     none = await client.chat.completions.create(model="gpt-5.4", messages=ASK, functions=functions, function_call="none")
     assert none.choices[0].message.tool_calls is None
-    first, named, off = upstream_bodies(sim, "ai_chat")
+    streamed = await client.chat.completions.create(model="gpt-5.4", messages=ASK, functions=functions, stream=True)
+    chunks = [c async for c in streamed]
+    deltas = [c.choices[0].delta.function_call for c in chunks if c.choices and c.choices[0].delta.function_call]
+    assert deltas[0].name == "get_weather" and "".join(d.arguments or "" for d in deltas) == legacy_call.arguments
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+    first, named, off, _ = upstream_bodies(sim, "ai_chat")
     # Legacy functions call one function per turn.
     assert "Call at most one tool per answer" in assert_tools_offered(first)
     assert instruction_of(named).endswith('In this answer you MUST call the tool "get_time".')
