@@ -65,11 +65,18 @@ class AnswerComposer:
     _blank: str = ""  # whitespace-only answer text held back while tools are offered
     _stop: StopFilter = field(init=False)
     _budget: TokenBudget = field(init=False)
+    _think_budget: TokenBudget | None = field(init=False)
     _tools: ToolCallStreamParser | None = field(init=False)
 
     def __post_init__(self) -> None:
         self._stop = StopFilter(self.options.stops)
         self._budget = TokenBudget(self.counter, self.options.max_tokens)
+        # Inline <think> tags are completion tokens too, and the closing tag always goes out: the
+        # block gets a budget of its own that leaves room for it, so completion <= max_tokens.
+        self._think_budget = None
+        if self.options.reasoning_format == "think" and self.options.max_tokens is not None:
+            room = self.options.max_tokens - self.counter.count(THINK_CLOSE)
+            self._think_budget = TokenBudget(self.counter, max(room, 0))
         names = self.options.tool_names
         self._tools = ToolCallStreamParser(names) if names is not None else None
 
@@ -100,7 +107,7 @@ class AnswerComposer:
             out += self._content(render_sources(list(self.sources.values())), filtered=False)
         if self.calls:
             self.finish_reason = "function_call" if self.options.legacy_functions else "tool_calls"
-        elif self._budget.exhausted:
+        elif self._out_of_tokens:
             self.finish_reason = "length"
         else:
             self.finish_reason = "stop"
@@ -129,7 +136,11 @@ class AnswerComposer:
 
     @property
     def _cut(self) -> bool:
-        return self._stop.stopped or self._budget.exhausted
+        return self._stop.stopped or self._out_of_tokens
+
+    @property
+    def _out_of_tokens(self) -> bool:
+        return self._budget.exhausted or (self._think_budget is not None and self._think_budget.exhausted)
 
     def _text(self, text: str) -> list[Piece]:
         out = self._close_think()
@@ -159,7 +170,7 @@ class AnswerComposer:
     def _content(self, text: str, *, filtered: bool = True) -> list[Piece]:
         if filtered:
             text = self._stop.feed(text)
-        text = self._budget.take(text) if text else text
+        text = self._budget.take(text) if text and not self._out_of_tokens else ""
         if not text:
             return []
         self.content.append(text)
@@ -168,25 +179,39 @@ class AnswerComposer:
     def _reasoning(self, text: str) -> list[Piece]:
         if self.options.reasoning_hide or not text or self._cut:
             return []
+        if self.options.reasoning_format == "think":
+            return self._think(text)
         text = self._budget.take(text)
         if not text:
             return []
         self.reasoning.append(text)
-        if self.options.reasoning_format == "think":
-            out: list[Piece] = []
-            if not self._think_open:
-                self._think_open = True
-                self.content.append(THINK_OPEN)
-                out.append(Content(THINK_OPEN))
-            self.content.append(text)
-            out.append(Content(text))
-            return out
         return [Reasoning(text)]
+
+    def _think(self, text: str) -> list[Piece]:
+        """Reasoning inline in the content, the opening tag budgeted with the first piece."""
+        opening = "" if self._think_open else THINK_OPEN
+        block = opening + text
+        if self._think_budget is not None:
+            block = self._think_budget.take(block)
+        block = self._budget.take(block)
+        if len(block) <= len(opening):
+            return []  # not even the opening tag and a character of reasoning fit
+        out: list[Piece] = []
+        if opening:
+            self._think_open = True
+            self.content.append(THINK_OPEN)
+            out.append(Content(THINK_OPEN))
+        text = block[len(opening):]
+        self.reasoning.append(text)
+        self.content.append(text)
+        out.append(Content(text))
+        return out
 
     def _close_think(self) -> list[Piece]:
         if not self._think_open:
             return []
         self._think_open = False
+        self._budget.take(THINK_CLOSE)  # counted, and sent even past the budget: tags stay balanced
         self.content.append(THINK_CLOSE)
         return [Content(THINK_CLOSE)]
 

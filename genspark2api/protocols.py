@@ -80,7 +80,7 @@ class AnswerTranslator:
     emitted: list[str] = field(default_factory=list)
     done: bool = False
     _emitted_len: int = 0
-    _saw_reasoning: bool = False
+    _reasoning_field: str | None = None  # the field the last reasoning delta came on
 
     def feed(self, event: UpstreamEvent) -> list[AnswerEvent]:
         kind = event.type
@@ -115,9 +115,14 @@ class AnswerTranslator:
         if name in self.answer_fields:
             return self._text(delta)
         if name in self.reasoning_fields or name.startswith("session_state.layer"):
-            # §3.3: Mixture-of-Agents layers are each model's draft: reasoning, not answer.
-            self._saw_reasoning = self._saw_reasoning or bool(delta)
-            return [ReasoningDelta(delta)] if delta else []
+            # §3.3: Mixture-of-Agents layers are each model's draft: reasoning, not answer. Each
+            # layer (and the thinking after them) starts a paragraph, so the drafts don't run together.
+            if not delta:
+                return []
+            if self._reasoning_field not in (None, name):
+                delta = "\n\n" + delta
+            self._reasoning_field = name
+            return [ReasoningDelta(delta)]
         # streaming_markmap, streaming_detail_answer[...] and friends never join the answer (§3.4.3).
         return []
 
