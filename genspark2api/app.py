@@ -15,9 +15,9 @@ from werkzeug.exceptions import HTTPException
 from . import __version__
 from .catalog import MODELS_CREATED, listed_models, owned_by
 from .chat import ChatService
-from .chat_request import parse_chat_request
+from .chat_request import is_generation, parse_chat_request
 from .errors import ApiError
-# HOOK from .generation_routes import register_generation_routes
+from .generation_routes import generation_chat_completion, register_generation_routes
 from .openai_types import ModelCard, ModelList, encoder
 from .ratelimit import RateLimiter
 from .runtime import Runtime
@@ -185,6 +185,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
         params = parse_chat_request(await request.get_data())
+        if is_generation(params.route):  # an image or video model named in a chat request
+            return await generation_chat_completion(runtime, params)
         prepared = await chat.prepare(params)
         if params.stream:
             body, headers = await chat.open_stream(prepared)
@@ -194,7 +196,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         payload, headers = await chat.complete_whole(prepared)
         return json_response(payload, 200, headers)
 
-    # HOOK register_generation_routes(api, runtime)
+    register_generation_routes(api, runtime)
     app.register_blueprint(api)
     return app
 

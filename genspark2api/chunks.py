@@ -8,7 +8,7 @@ or `id:` fields ever (the openai SDK mishandles both).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from .compose import Call, Content, Piece, Reasoning
 from .errors import ApiError
@@ -75,3 +75,33 @@ class ChunkEncoder:
 def error_frame(error: ApiError) -> bytes:
     """An error after the first byte: one `data: {"error": ...}` event; `[DONE]` follows."""
     return frame(error.to_json())
+
+
+class SSEBody:
+    """An SSE response body: an async iterator Quart drives, plus `aclose()` it calls in every case.
+
+    Quart calls `aclose()` even when the client left before the first chunk, which is why bodies
+    are classes and not bare async generators (whose `finally` would never run then). Subclasses
+    give `_frames()` and `_cancel()` (stop the upstream work behind the body).
+    """
+
+    _gen: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> SSEBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._gen is None:
+            self._gen = self._frames()
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        self._cancel()
+        if self._gen is not None:
+            await self._gen.aclose()
+
+    def _cancel(self) -> None:
+        raise NotImplementedError
+
+    def _frames(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError

@@ -18,7 +18,7 @@ import httpx
 from .classify import Failure, FailureKind, classify_exception, classify_http
 from .events import UpstreamFailure
 from .settings import Settings
-from .sse import DataLine, LineDecoder, LineTooLong, UpstreamEvent, decode_event
+from .sse import DataLine, LineDecoder, LineTooLong, OtherLine, UpstreamEvent, decode_event, decode_json
 
 log = logging.getLogger("genspark2api.upstream")
 
@@ -41,43 +41,53 @@ class UpstreamStream:
     def content_type(self) -> str:
         return self.response.headers.get("content-type", "")
 
-    async def events(self) -> AsyncIterator[UpstreamEvent]:
+    async def _lines(self) -> AsyncIterator[DataLine | OtherLine]:
         decoder = LineDecoder()
         try:
-            pending = [self._first] if self._first else []
-            chunks = self._chunks
-            while True:
-                if pending:
-                    chunk = pending.pop()
-                else:
-                    try:
-                        chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
+            if self._first:
+                for line in decoder.feed(self._first):
+                    yield line
+            async for chunk in self._chunks:
                 for line in decoder.feed(chunk):
-                    event = self._event(line)
-                    if event is not None:
-                        yield event
+                    yield line
             for line in decoder.finish():
-                event = self._event(line)
-                if event is not None:
-                    yield event
+                yield line
         except LineTooLong as exc:
             raise UpstreamFailure(Failure(FailureKind.NETWORK, "upstream_protocol_error", str(exc))) from None
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
 
-    def _event(self, line: DataLine | Any) -> UpstreamEvent | None:
+    async def events(self) -> AsyncIterator[UpstreamEvent]:
+        """The chat events of the body (loosely typed; see sse.UpstreamEvent)."""
+        async for line in self._lines():
+            event = self._event(line)
+            if event is not None:
+                yield event
+
+    async def objects(self) -> AsyncIterator[Any]:
+        """Every `data:` line as plain JSON (task-status streams carry fields chat has not)."""
+        async for line in self._lines():
+            if isinstance(line, DataLine):
+                value = decode_json(line.payload)
+                if value is not None:
+                    yield value
+                    continue
+                line = OtherLine(line.payload)
+            self._keep_other(line.text)
+
+    def _event(self, line: DataLine | OtherLine) -> UpstreamEvent | None:
         if isinstance(line, DataLine):
             event = decode_event(line.payload)
             if event is not None:
                 return event
-            text = line.payload
+            self._keep_other(line.payload)
         else:
-            text = line.text
+            self._keep_other(line.text)
+        return None
+
+    def _keep_other(self, text: bytes) -> None:
         if len(self.other_text) < OTHER_TEXT_CAP:
             self.other_text += text[: OTHER_TEXT_CAP - len(self.other_text)] + b"\n"
-        return None
 
     def failure_from_other_text(self) -> Failure | None:
         """An in-band error page or plain-text signal seen inside a 200 body (§4.3)."""

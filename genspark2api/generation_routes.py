@@ -1,0 +1,265 @@
+"""The HTTP face of images and videos: routes on the `/v1` blueprint, and chat-routed generation.
+
+`register_generation_routes(api, runtime)` adds (under ROUTE_PREFIX like every /v1 route):
+
+    POST   /v1/images/generations       images.py
+    POST   /v1/images/edits             images.py (multipart like OpenAI, or JSON)
+    POST   /v1/videos/generations       videos.py, synchronous (the old project's endpoint)
+    POST   /v1/videos                   videos.py, an OpenAI video job (JSON or multipart)
+    GET    /v1/videos                   jobs, newest first
+    GET    /v1/videos/<id>              one job
+    GET    /v1/videos/<id>/content      the finished file, streamed from upstream
+    DELETE /v1/videos/<id>              cancel (if running) and forget a job
+
+`generation_chat_completion(runtime, params)` answers `/v1/chat/completions` for image and video
+models: the last user message's text is the prompt and its images are the references; the answer
+is markdown (`![image 1](url)`, `[video 1](url)`). Streaming sends the role chunk at once,
+`: keep-alive` comments while the tasks run, then the content, the finish chunk, the usage chunk
+when asked and `[DONE]`; a failure after the role chunk is an error event before `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import trio
+from quart import Blueprint, Response, request
+
+from .catalog import ModelKind
+from .chat_request import ChatParams, message_text
+from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
+from .compose import Content
+from .errors import ApiError, bad_request
+from .generation import Generated, GenerationJob, GenerationRun, MediaKind
+from .images import ReferenceSource, images_answer, load_references, parse_image_request
+from .openai_types import AssistantMessage, ChatCompletion, Choice, ImagePart, Usage, encoder
+from .runtime import Runtime
+from .videos import (
+    VideoDeleted,
+    VideoJobStore,
+    job_list,
+    open_content,
+    parse_video_generation,
+    parse_video_job,
+    start_job,
+    video_generations_answer,
+)
+
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_NESTED_FIELD = re.compile(r"(\w+)\[(\w+)\]")   # multipart spelling of {"input_reference": {"image_url": …}}
+
+
+def _json(payload: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(payload, status=status, content_type="application/json", headers=headers)
+
+
+async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], list[ReferenceSource]]:
+    """The request's fields: a JSON object, or a multipart/urlencoded form with its files.
+
+    Form spellings: `image[]` repeated is a list, `input_reference[image_url]` a nested object.
+    Files are kept only for `file_fields` (`mask` and the like are ignored).
+    """
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form
+        doc: dict[str, Any] = {}
+        for key in form.keys():
+            values = form.getlist(key)
+            nested = _NESTED_FIELD.fullmatch(key)
+            if key.endswith("[]"):
+                doc[key[:-2]] = values
+            elif nested:
+                inner = doc.setdefault(nested.group(1), {})
+                if isinstance(inner, dict):
+                    inner[nested.group(2)] = values[-1]
+            else:
+                doc[key] = values[-1]
+        files = await request.files
+        sources: list[ReferenceSource] = []
+        for key in files.keys():
+            name = key.removesuffix("[]")
+            if name not in file_fields:
+                continue
+            uploads = files.getlist(key)
+            for i, upload in enumerate(uploads):
+                param = f"{name}[{i}]" if len(uploads) > 1 or key.endswith("[]") else name
+                sources.append(ReferenceSource(param, data=upload.read(), filename=upload.filename))
+        return doc, sources
+    body = await request.get_data()
+    if not body.strip():
+        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        doc = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(doc, dict):
+        raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    return doc, []
+
+
+def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
+    settings = runtime.settings
+    store = VideoJobStore(settings.video_jobs_max, settings.video_jobs_ttl)
+
+    @api.post("/images/generations")
+    async def images_generations() -> Response:
+        doc, _ = await read_fields(())
+        return _json(await images_answer(runtime, parse_image_request(doc, settings.image_model)))
+
+    @api.post("/images/edits")
+    async def images_edits() -> Response:
+        doc, files = await read_fields(("image", "images"))
+        req = parse_image_request(doc, settings.image_model, files)
+        if not req.references:
+            raise bad_request("An edit needs at least one 'image' (a file, URL or base64).", param="image",
+                              code="missing_required_parameter")
+        return _json(await images_answer(runtime, req))
+
+    @api.post("/videos/generations")
+    async def video_generations() -> Response:
+        doc, _ = await read_fields(())
+        return _json(await video_generations_answer(runtime, parse_video_generation(doc)))
+
+    @api.post("/videos")
+    async def video_jobs_create() -> Response:
+        doc, files = await read_fields(("input_reference",))
+        req = parse_video_job(doc, files)
+        references = await load_references(req.references, settings)
+        if runtime.nursery is None:
+            raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
+        job = store.create(req)
+        start_job(runtime, store, job, references)
+        return _json(encoder.encode(job.view(store.ttl)))
+
+    @api.get("/videos")
+    async def video_jobs_list() -> Response:
+        raw_limit = request.args.get("limit", "20")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+            raise bad_request("'limit' must be a whole number from 1 to 100.", param="limit", code="invalid_value")
+        order = request.args.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise bad_request("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
+        return _json(job_list(store, int(raw_limit), request.args.get("after"), ascending=order == "asc"))
+
+    @api.get("/videos/<video_id>")
+    async def video_job_retrieve(video_id: str) -> Response:
+        return _json(encoder.encode(store.get(video_id).view(store.ttl)))
+
+    @api.get("/videos/<video_id>/content")
+    async def video_job_content(video_id: str) -> Response:
+        variant = request.args.get("variant", "video")
+        if variant != "video":
+            raise bad_request(f"Only variant=video is available, not {variant!r}.", param="variant", code="unsupported_value")
+        body, headers = await open_content(runtime, store.get(video_id))
+        response = Response(body, status=200, headers=headers)
+        response.timeout = None
+        return response
+
+    @api.delete("/videos/<video_id>")
+    async def video_job_delete(video_id: str) -> Response:
+        job = store.remove(video_id)
+        job.scope.cancel()
+        return _json(encoder.encode(VideoDeleted(job.id)))
+
+
+# ------------------------------------------------------------------------------ chat-routed
+
+
+def render_markdown(kind: MediaKind, result: Generated) -> str:
+    if kind is MediaKind.IMAGE:
+        lines = [f"![image {i}]({url})" for i, url in enumerate(result.urls, 1)]
+    else:
+        lines = [f"[video {i}]({url})" for i, url in enumerate(result.urls, 1)]
+    if result.failed:
+        total = len(result.urls) + len(result.failed)
+        lines.append(f"({len(result.failed)} of {total} {kind.value}s could not be generated.)")
+    return "\n\n".join(lines)
+
+
+async def generation_chat_completion(rt: Runtime, params: ChatParams) -> Response:
+    """`/v1/chat/completions` for an image or video model (chat_request.is_generation)."""
+    kind = MediaKind.IMAGE if params.route.kind is ModelKind.IMAGE else MediaKind.VIDEO
+    index = next((i for i in range(len(params.messages) - 1, -1, -1) if params.messages[i].role == "user"), None)
+    if index is None:
+        raise bad_request(f"An {kind.value} model needs a user message with the prompt.", param="messages", code="invalid_value")
+    message = params.messages[index]
+    prompt = message_text(message).strip()
+    if not prompt:
+        raise bad_request(f"The last user message must hold the {kind.value} prompt as text.",
+                          param=f"messages[{index}].content", code="invalid_value")
+    sources = []
+    if isinstance(message.content, list):
+        for j, part in enumerate(message.content):
+            if isinstance(part, ImagePart):
+                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+                sources.append(ReferenceSource(f"messages[{index}].content[{j}]", url=url))
+    references = await load_references(sources, rt.settings)
+    run = GenerationRun(rt, GenerationJob(kind, params.route.upstream[0], prompt, {}, references))
+    answer = ChatAnswer(rt, params, kind, prompt, run)
+    if not params.stream:
+        try:
+            result = await run.outcome()
+        finally:
+            run.close()
+        return _json(answer.whole(result), headers={"X-Request-Id": answer.id})
+    response = Response(answer, status=200, headers={**SSE_HEADERS, "X-Request-Id": answer.id})
+    response.timeout = None
+    return response
+
+
+class ChatAnswer(SSEBody):
+    """The chat answer of one generation; as an async iterator, its SSE body.
+
+    Quart calls `aclose()` in every case, also when the client left before the first chunk
+    (the reason this is a class, as chat.StreamBody): that cancels the generation.
+    """
+
+    def __init__(self, rt: Runtime, params: ChatParams, kind: MediaKind, prompt: str, run: GenerationRun) -> None:
+        self.rt = rt
+        self.params = params
+        self.kind = kind
+        self.run = run
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.prompt_tokens = rt.counter.count(prompt)
+
+    def usage(self, content: str) -> Usage:
+        completion = self.rt.counter.count(content)
+        return Usage(self.prompt_tokens, completion, self.prompt_tokens + completion)
+
+    def whole(self, result: Generated) -> bytes:
+        content = render_markdown(self.kind, result)
+        message = AssistantMessage(role="assistant", content=content)
+        body = ChatCompletion(self.id, self.created, self.params.route.requested, [Choice(0, message, "stop")],
+                              self.usage(content))
+        return encoder.encode(body)
+
+    def _cancel(self) -> None:
+        self.run.close()
+
+    async def _frames(self) -> AsyncIterator[bytes]:
+        chunks = ChunkEncoder(self.id, self.created, self.params.route.requested)
+        keepalive = self.rt.settings.keepalive_seconds
+        try:
+            yield chunks.role()
+            result: Generated | None = None
+            while result is None:
+                try:
+                    with trio.move_on_after(keepalive if keepalive > 0 else float("inf")):
+                        result = await self.run.outcome()
+                except ApiError as exc:
+                    yield error_frame(exc) + DONE
+                    return
+                if result is None:
+                    yield KEEPALIVE
+            content = render_markdown(self.kind, result)
+            tail = chunks.pieces([Content(content)]) + chunks.finish("stop")
+            if self.params.include_usage:
+                tail += chunks.usage(self.usage(content))
+            yield tail + DONE
+        finally:
+            self.run.close()
