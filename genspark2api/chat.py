@@ -24,7 +24,7 @@ import trio
 
 from .bindings import Binding
 from .chat_request import ChatParams, history_text, upstream_turns
-from .chunks import DONE, KEEPALIVE, ChunkEncoder, error_frame
+from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
 from .compose import AnswerComposer, ComposeOptions
 from .errors import ApiError, upstream_error
 from .events import ModelsReported, ProjectStarted, UpstreamFailure
@@ -122,6 +122,24 @@ class ChatService:
             for out in translator.finish():
                 await emit(out)
 
+    async def attempt_deleting_orphans(self, chat: PreparedChat, lease: Lease, emit: Any) -> None:
+        """`attempt`, and with AUTO_DEL_CHAT the deletion of the project it started when it does not
+        succeed: a failed, out-raced or abandoned attempt's project is never bound or reused (§5.9)."""
+        kept = {chat.pinned_project, chat.binding.project_id if chat.binding is not None else None}
+        started: list[str] = []
+
+        async def tracking(event: Any) -> None:
+            if isinstance(event, ProjectStarted) and event.project_id not in kept:
+                started.append(event.project_id)
+            await emit(event)
+
+        try:
+            await self.attempt(chat, lease, tracking)
+        except BaseException:
+            if started and self.settings.auto_del_chat:
+                self.delete_project(lease, started[-1])
+            raise
+
     # ------------------------------------------------------------------ running
 
     def start(self, chat: PreparedChat) -> tuple[trio.MemoryReceiveChannel, trio.CancelScope]:
@@ -132,7 +150,11 @@ class ChatService:
 
         async def produce() -> None:
             with scope:
-                await self.rt.runner.run(lambda lease, emit: self.attempt(chat, lease, emit), send, prefer=prefer)
+                # Non-stream: the client sees nothing before the end, so a broken answer may still fail over.
+                await self.rt.runner.run(
+                    lambda lease, emit: self.attempt_deleting_orphans(chat, lease, emit), send, prefer=prefer,
+                    hold_until_done=not chat.params.stream,
+                )
 
         if self.rt.nursery is None:
             raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
@@ -260,12 +282,8 @@ class ChatService:
         return body, {**SSE_HEADERS, **self.headers(chat)}
 
 
-class StreamBody:
-    """The SSE body: an async iterator Quart drives, and `aclose()` it calls in every case.
-
-    Quart calls `aclose()` even when the client left before the first chunk, which is why this is
-    a class and not a bare async generator (whose `finally` would never run then).
-    """
+class StreamBody(SSEBody):
+    """The chat SSE body: channel items from the failover runner → chunk frames."""
 
     def __init__(self, service: ChatService, chat: PreparedChat, held: list[RunItem],
                  recv: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
@@ -274,21 +292,10 @@ class StreamBody:
         self.held = held
         self.recv = recv
         self.scope = scope
-        self._gen: AsyncIterator[bytes] | None = None
 
-    def __aiter__(self) -> StreamBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._gen is None:
-            self._gen = self._frames()
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
+    def _cancel(self) -> None:
         self.scope.cancel()
         self.recv.close()
-        if self._gen is not None:
-            await self._gen.aclose()
 
     async def _next_item(self, keepalive: float) -> RunItem | None:
         if self.held:

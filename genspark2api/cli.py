@@ -20,7 +20,7 @@ from hypercorn.trio import serve
 
 from .app import create_app
 from .redact import mask_secret
-from .runtime import Runtime
+from .runtime import Runtime, read_cookie_file
 from .settings import Settings, SettingsError, deprecated_in
 
 log = logging.getLogger("genspark2api")
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     except SettingsError as exc:
         print(f"genspark2api: {exc}", file=sys.stderr)
         return 2
+    if settings.cookie_file and not args.demo:
+        try:
+            read_cookie_file(settings.cookie_file)
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8
+            print(f"genspark2api: GS_COOKIE_FILE={settings.cookie_file!r} cannot be read: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=logging.DEBUG if settings.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -13,6 +13,9 @@ one nursery:
   nothing answer-bearing by then (nobody else does this; trio's nurseries make it cheap).
 - After the win, a failure is reported as `Failed` (the client gets an error event); before it,
   the next cookie is tried, up to `max_attempts`.
+- With `hold_until_done` (non-stream answers, where the client sees nothing before the end) the
+  winner's events are held until it completes, so an answer that breaks off midway still moves
+  to another cookie instead of failing the request.
 
 The outcome always goes down the channel as exactly one `Completed` or `Failed` item.
 """
@@ -70,6 +73,7 @@ class _RunState:
     changed: trio.Event = field(default_factory=trio.Event)
     unavailable: PoolUnavailable | None = None
     tried: set[str] = field(default_factory=set)
+    hold_until_done: bool = False
 
 
 class FailoverRunner:
@@ -80,9 +84,10 @@ class FailoverRunner:
         self.max_attempts = max_attempts
         self.hedge_after = hedge_after
 
-    async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None) -> None:
+    async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None,
+                  hold_until_done: bool = False) -> None:
         """Run attempts until one completes or nothing is left; never raises but Cancelled."""
-        state = _RunState()
+        state = _RunState(hold_until_done=hold_until_done)
         async with send:
             try:
                 async with trio.open_nursery() as nursery:
@@ -137,7 +142,7 @@ class FailoverRunner:
     async def _attempt(self, attempt: Attempt, lease: Lease, send: trio.MemorySendChannel, state: _RunState) -> None:
         scope = state.running[lease.token]
         held: list[AnswerEvent] = []
-        won = False
+        committed = False  # this attempt's events go down the channel (no failover any more)
         released = False
 
         def release(failure: Failure | None) -> None:
@@ -146,33 +151,44 @@ class FailoverRunner:
                 released = True
                 self.pool.release(lease, failure)
 
+        async def commit() -> None:
+            nonlocal committed
+            committed = True
+            await send.send(Won(lease))
+            for item in held:
+                await send.send(item)
+            held.clear()
+
         async def emit(event: AnswerEvent) -> None:
-            nonlocal won
-            if won:
+            if committed:
                 await send.send(event)
-            elif state.winner is not None:
+                return
+            if state.winner is not None and state.winner is not lease:
                 scope.cancel()  # another attempt won while this one was mid-flight
                 await trio.lowlevel.checkpoint()
-            elif is_answer_bearing(event):
-                won = True
+                return
+            held.append(event)
+            if state.winner is None and is_answer_bearing(event):
                 state.winner = lease
                 for token, other in list(state.running.items()):
                     if token != lease.token:
                         other.cancel()
-                await send.send(Won(lease))
-                for item in held:
-                    await send.send(item)
-                held.clear()
-                await send.send(event)
-            else:
-                held.append(event)
+                if not state.hold_until_done:
+                    await commit()
+
+        def failed_before_commit(failure: Failure) -> None:
+            if state.winner is lease:
+                state.winner = None  # nothing reached the client: the next cookie may still answer
+            state.failures.append(failure)
 
         try:
             with scope:
                 try:
                     await attempt(lease, emit)
-                    if not won:
+                    if state.winner is not lease:
                         raise UpstreamFailure(EMPTY_ANSWER)
+                    if not committed:
+                        await commit()
                     release(None)
                     await send.send(Completed())
                     state.done = True
@@ -180,11 +196,11 @@ class FailoverRunner:
                     failure = exc.failure
                     log.warning("attempt on %s failed: %s (%s)", lease.masked, failure.code, failure.detail)
                     release(failure)
-                    if won:
+                    if committed:
                         await send.send(Failed(_mid_stream_error(failure), after_answer=True))
                         state.done = True
                     else:
-                        state.failures.append(failure)
+                        failed_before_commit(failure)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     release(None)
                     state.done = True
@@ -192,11 +208,11 @@ class FailoverRunner:
                     log.exception("attempt on %s crashed", lease.masked)
                     release(None)
                     failure = Failure(FailureKind.UPSTREAM_WIDE, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
-                    if won:
+                    if committed:
                         await send.send(Failed(_mid_stream_error(failure), after_answer=True))
                         state.done = True
                     else:
-                        state.failures.append(failure)
+                        failed_before_commit(failure)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             state.done = True
         finally:

@@ -93,9 +93,11 @@ class Runtime:
             return None
 
     def reload_cookies(self, reason: str) -> None:
+        # Taken before reading, so the watcher neither repeats this reload nor misses a later edit.
+        self._cookie_file_mtime = self._mtime()
         try:
             entries = cookie_entries(self.settings)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8; never let it stop the watcher
             log.error("cookie reload (%s) failed, pool unchanged: %s", reason, exc)
             return
         added, removed = self.pool.reload(entries)

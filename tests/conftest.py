@@ -84,3 +84,19 @@ def sse_frames(body: bytes) -> list[bytes]:
     """Split an SSE body at blank lines, keeping every byte (for byte-level assertions)."""
     assert body.endswith(b"\n\n"), body[-80:]
     return body[:-2].split(b"\n\n")
+
+
+FAKE_T0 = 1_770_000_000.0
+
+
+class FakeClock:
+    """A wall clock a test moves by hand: `clock()` is unix seconds, `advance(s)` moves it."""
+
+    def __init__(self, now: float = FAKE_T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

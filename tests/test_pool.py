@@ -17,20 +17,11 @@ from genspark2api.pool import (
     normalize_cookie_entry,
 )
 
+from conftest import FAKE_T0, FakeClock
+
 K = FailureKind
-T0 = 1_770_000_000.0
+T0 = FAKE_T0
 UUIDS = [f"aed9196b-0000-4000-8000-ed6e32f7e4d{i}" for i in range(6)]
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def fail(kind: FailureKind, reset_at: float | None = None) -> Failure:

@@ -1,0 +1,343 @@
+"""The failover runner with fake attempts: no network, the pool on a fake wall clock, trio's
+autojump clock for hedging and slow attempts."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+from genspark2api.classify import Failure, FailureKind
+from genspark2api.events import AnswerDone, ModelsReported, ProjectStarted, TextDelta, UpstreamFailure
+from genspark2api.failover import Completed, Failed, FailoverRunner, Won
+from genspark2api.pool import CookiePool, CookieState, CooldownPolicy, Lease, cookie_key, normalize_cookie_entry
+
+from conftest import FakeClock
+
+K = FailureKind
+COOKIES = ["alpha-0000-cookie", "bravo-1111-cookie", "charlie-2222-cookie", "delta-3333-cookie"]
+KEY = {c: cookie_key(normalize_cookie_entry(c) or "") for c in COOKIES}
+NAME = {v: k for k, v in KEY.items()}
+
+Emit = Callable[[object], Awaitable[None]]
+
+
+def failure(kind: FailureKind, reset_at: float | None = None) -> UpstreamFailure:
+    return UpstreamFailure(Failure(kind, f"upstream_{kind}", f"{kind} signal", reset_at))
+
+
+async def answer(emit: Emit, text: str = "hi") -> None:
+    await emit(ProjectStarted("p"))
+    await emit(TextDelta(text))
+    await emit(AnswerDone())
+
+
+def make(n: int = 3, **runner: float) -> tuple[FailoverRunner, CookiePool, FakeClock]:
+    clock = FakeClock()
+    pool = CookiePool(COOKIES[:n], clock=clock, policy=CooldownPolicy(rate_limit_seconds=600, network_seconds=30))
+    return FailoverRunner(pool, clock=clock, **runner), pool, clock
+
+
+async def run(runner: FailoverRunner, attempt, **kwargs) -> list[object]:
+    send, recv = trio.open_memory_channel(math.inf)
+    await runner.run(attempt, send, **kwargs)
+    return [item async for item in recv]
+
+
+def state_of(pool: CookiePool, cookie: str):
+    return next(s for s in pool.snapshot() if s.key == KEY[cookie])
+
+
+def scripted(behaviour: dict[str, Callable[[Emit], Awaitable[None]]], tried: list[str] | None = None):
+    """An attempt function: what each cookie does, and the order cookies were tried in."""
+
+    async def attempt(lease: Lease, emit: Emit) -> None:
+        name = NAME[lease.key]
+        if tried is not None:
+            tried.append(name)
+        await behaviour.get(name, answer)(emit)
+
+    return attempt
+
+
+def raising(kind: FailureKind, reset_at: float | None = None):
+    async def behave(emit: Emit) -> None:
+        await emit(ProjectStarted("orphan"))
+        raise failure(kind, reset_at)
+
+    return behave
+
+
+# ------------------------------------------------------------------------------ winning
+
+
+async def test_held_events_follow_the_winner_in_order() -> None:
+    runner, pool, _ = make(1)
+
+    async def behave(emit: Emit) -> None:
+        await emit(ProjectStarted("p1"))
+        await emit(ModelsReported(("m",)))
+        await emit(TextDelta("a"))
+        await emit(TextDelta("b"))
+        await emit(AnswerDone())
+
+    items = await run(runner, scripted({COOKIES[0]: behave}))
+    assert items == [
+        Won(items[0].lease), ProjectStarted("p1"), ModelsReported(("m",)), TextDelta("a"), TextDelta("b"),
+        AnswerDone(), Completed(),
+    ]
+    assert state_of(pool, COOKIES[0]).successes == 1 and state_of(pool, COOKIES[0]).in_flight == 0
+
+
+async def test_a_failure_before_the_answer_moves_on_and_its_events_are_dropped() -> None:
+    runner, pool, _ = make(2)
+    tried: list[str] = []
+    items = await run(runner, scripted({COOKIES[0]: raising(K.RATE_LIMITED)}, tried))
+    assert tried == COOKIES[:2]
+    assert ProjectStarted("orphan") not in items
+    assert isinstance(items[0], Won) and items[0].lease.key == KEY[COOKIES[1]]
+    assert items[-1] == Completed()
+    assert state_of(pool, COOKIES[0]).state is CookieState.COOLING
+
+
+async def breaks_off(emit: Emit) -> None:
+    await emit(TextDelta("half an"))
+    raise failure(K.NETWORK)
+
+
+async def test_a_failure_after_the_answer_is_reported_not_retried() -> None:
+    runner, pool, _ = make(2)
+    tried: list[str] = []
+    items = await run(runner, scripted({COOKIES[0]: breaks_off}, tried))
+    assert tried == [COOKIES[0]]
+    assert TextDelta("half an") in items
+    assert isinstance(items[-1], Failed) and items[-1].after_answer and items[-1].error.status == 502
+
+
+async def test_hold_until_done_fails_over_even_after_the_answer_began() -> None:
+    runner, pool, _ = make(2)
+    tried: list[str] = []
+    items = await run(runner, scripted({COOKIES[0]: breaks_off}, tried), hold_until_done=True)
+    assert tried == COOKIES[:2]
+    assert TextDelta("half an") not in items  # the client never sees the broken answer
+    assert [type(i) for i in items] == [Won, ProjectStarted, TextDelta, AnswerDone, Completed]
+    assert items[0].lease.key == KEY[COOKIES[1]]
+    assert state_of(pool, COOKIES[0]).state is CookieState.COOLING
+
+
+async def test_an_attempt_without_answer_counts_as_empty_and_moves_on() -> None:
+    runner, pool, _ = make(2)
+
+    async def nothing(emit: Emit) -> None:
+        await emit(ProjectStarted("p"))
+
+    items = await run(runner, scripted({COOKIES[0]: nothing}))
+    assert items[-1] == Completed()
+    assert state_of(pool, COOKIES[0]).reason == "upstream_empty_answer"
+
+
+# ------------------------------------------------------------------------------ what stops the loop
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [(K.UPSTREAM_WIDE, 503), (K.REQUEST, 400)]
+)
+async def test_upstream_wide_and_request_failures_stop_at_once_and_blame_nobody(kind: FailureKind, status: int) -> None:
+    runner, pool, _ = make(3)
+    tried: list[str] = []
+    items = await run(runner, scripted({COOKIES[0]: raising(kind)}, tried))
+    assert tried == [COOKIES[0]]
+    assert isinstance(items[-1], Failed) and items[-1].error.status == status
+    assert all(s.state is CookieState.HEALTHY and s.failures == 0 for s in pool.snapshot())
+
+
+async def test_a_crash_of_ours_is_a_500_and_blames_nobody() -> None:
+    runner, pool, _ = make(2)
+    tried: list[str] = []
+
+    async def crash(emit: Emit) -> None:
+        raise ZeroDivisionError("oops")
+
+    items = await run(runner, scripted({COOKIES[0]: crash}, tried))
+    assert tried == [COOKIES[0]]
+    assert isinstance(items[-1], Failed) and items[-1].error.status == 500
+    assert items[-1].error.code == "internal_error"
+    assert all(s.failures == 0 for s in pool.snapshot())
+
+
+async def test_max_attempts_caps_the_cookies_tried() -> None:
+    runner, pool, _ = make(3, max_attempts=1)
+    tried: list[str] = []
+    items = await run(runner, scripted({COOKIES[0]: raising(K.ACCOUNT_DEAD)}, tried))
+    assert tried == [COOKIES[0]]
+    assert isinstance(items[-1], Failed) and items[-1].error.code == "upstream_account_dead"
+    assert items[-1].error.status not in (401, 403)
+
+
+# ------------------------------------------------------------------------------ the pool's answer
+
+
+async def test_retry_after_is_the_earliest_recovery() -> None:
+    runner, pool, clock = make(2)
+    behaviour = {
+        COOKIES[0]: raising(K.RATE_LIMITED),                             # 600 s
+        COOKIES[1]: raising(K.SESSION_LIMIT, reset_at=clock() + 100.0),  # upstream said 100 s
+    }
+    items = await run(runner, scripted(behaviour))
+    error = items[-1].error
+    assert (error.status, error.code, error.headers["Retry-After"]) == (429, "accounts_cooling", "100")
+    clock.advance(30)
+    items = await run(runner, scripted(behaviour))  # nothing is even tried now
+    assert items[-1].error.headers["Retry-After"] == "70"
+    clock.advance(70)
+    assert await run(runner, scripted({})) and state_of(pool, COOKIES[1]).successes == 1
+
+
+async def test_dead_cookies_stay_dead() -> None:
+    runner, pool, clock = make(2)
+    tried: list[str] = []
+    behaviour = {COOKIES[0]: raising(K.ACCOUNT_DEAD)}
+    for _ in range(5):
+        items = await run(runner, scripted(behaviour, tried))
+        assert items[-1] == Completed()
+        clock.advance(7 * 86400.0)
+        pool.reload(COOKIES[:2])  # a reload with the same entry does not revive it
+    assert Counter(tried) == {COOKIES[0]: 1, COOKIES[1]: 5}
+    assert state_of(pool, COOKIES[0]).state is CookieState.DEAD
+
+
+async def test_none_alive_is_503_and_none_configured_is_503() -> None:
+    runner, pool, _ = make(2)
+    behaviour = {c: raising(K.ACCOUNT_DEAD) for c in COOKIES}
+    for _ in range(2):  # the first run kills them, the second finds nothing
+        error = (await run(runner, scripted(behaviour)))[-1].error
+        assert (error.status, error.code) == (503, "no_usable_account")
+        assert "Retry-After" not in error.headers
+    empty = FailoverRunner(CookiePool([]))
+    error = (await run(empty, scripted({})))[-1].error
+    assert (error.status, error.code) == (503, "no_account_configured")
+
+
+async def test_success_resets_the_failure_count() -> None:
+    runner, pool, clock = make(1)
+    await run(runner, scripted({COOKIES[0]: raising(K.NETWORK)}))
+    assert state_of(pool, COOKIES[0]).consecutive_failures == 1
+    clock.advance(31)
+    assert (await run(runner, scripted({})))[-1] == Completed()
+    status = state_of(pool, COOKIES[0])
+    assert (status.consecutive_failures, status.failures, status.successes) == (0, 1, 1)
+
+
+# ------------------------------------------------------------------------------ concurrency
+
+
+async def test_no_double_booking_under_concurrency(autojump_clock: trio.testing.MockClock) -> None:
+    runner, pool, _ = make(3)
+    in_flight: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    per_run: list[list[str]] = []
+    flaky = False
+
+    def attempt_for(tried: list[str]):
+        async def attempt(lease: Lease, emit: Emit) -> None:
+            name = NAME[lease.key]
+            assert name not in tried  # never the same cookie twice in one request
+            tried.append(name)
+            in_flight[name] += 1
+            peak[name] = max(peak[name], in_flight[name])
+            try:
+                await trio.sleep(1.0)
+                if flaky and name == COOKIES[0]:
+                    raise failure(K.OVERLOADED)
+                await answer(emit)
+            finally:
+                in_flight[name] -= 1
+
+        return attempt
+
+    async def one() -> None:
+        tried: list[str] = []
+        per_run.append(tried)
+        items = await run(runner, attempt_for(tried))
+        assert items[-1] == Completed()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+    # Three requests at once over three cookies: one each, nobody shares.
+    assert peak == {c: 1 for c in COOKIES[:3]}
+    assert all(s.in_flight == 0 for s in pool.snapshot())
+
+    # Thirty at once, one cookie failing: spread evenly, and no request gets a cookie twice.
+    flaky = True
+    peak.clear()
+    per_run.clear()
+    async with trio.open_nursery() as nursery:
+        for _ in range(30):
+            nursery.start_soon(one)
+    assert peak[COOKIES[0]] == 10 and peak[COOKIES[1]] <= 15 and peak[COOKIES[2]] <= 15
+    assert sum(len(tried) for tried in per_run) == 40
+    assert all(s.in_flight == 0 for s in pool.snapshot())
+
+
+async def test_hedge_starts_a_second_attempt_and_cancels_the_loser(autojump_clock: trio.testing.MockClock) -> None:
+    runner, pool, _ = make(2, hedge_after=2.0)
+    cancelled: list[str] = []
+
+    async def slow(emit: Emit) -> None:
+        try:
+            await trio.sleep(100)
+        except trio.Cancelled:
+            cancelled.append("slow")
+            raise
+        await answer(emit, "late")
+
+    started = trio.current_time()
+    items = await run(runner, scripted({COOKIES[0]: slow}))
+    assert trio.current_time() - started == pytest.approx(2.0)
+    assert items[0].lease.key == KEY[COOKIES[1]] and items[-1] == Completed()
+    assert cancelled == ["slow"]
+    slow_state = state_of(pool, COOKIES[0])
+    assert (slow_state.state, slow_state.failures, slow_state.in_flight) == (CookieState.HEALTHY, 0, 0)
+
+
+async def test_no_hedge_when_the_first_answers_in_time(autojump_clock: trio.testing.MockClock) -> None:
+    runner, _, _ = make(2, hedge_after=2.0)
+    tried: list[str] = []
+
+    async def quick(emit: Emit) -> None:
+        await trio.sleep(1.0)
+        await answer(emit)
+
+    items = await run(runner, scripted({COOKIES[0]: quick}, tried))
+    assert tried == [COOKIES[0]] and items[-1] == Completed()
+
+
+async def test_the_consumer_leaving_cancels_the_attempts_and_frees_the_cookies(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    runner, pool, _ = make(2)
+    stopped = trio.Event()
+
+    async def endless(emit: Emit) -> None:
+        await emit(TextDelta("x"))
+        try:
+            while True:
+                await trio.sleep(1)
+                await emit(TextDelta("y"))
+        finally:
+            stopped.set()
+
+    send, recv = trio.open_memory_channel(0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: runner.run(scripted({COOKIES[0]: endless}), send))
+        assert isinstance(await recv.receive(), Won)
+        await recv.receive()
+        await recv.aclose()
+        with trio.fail_after(5):
+            await stopped.wait()
+    status = state_of(pool, COOKIES[0])
+    assert (status.in_flight, status.failures) == (0, 0)
