@@ -176,7 +176,12 @@ class FailoverRunner:
                 if not state.hold_until_done:
                     await commit()
 
-        def failed_before_commit(failure: Failure) -> None:
+        async def failed(failure: Failure, *, blame_cookie: bool) -> None:
+            release(failure if blame_cookie else None)
+            if committed:
+                await send.send(Failed(_mid_stream_error(failure), after_answer=True))
+                state.done = True
+                return
             if state.winner is lease:
                 state.winner = None  # nothing reached the client: the next cookie may still answer
             state.failures.append(failure)
@@ -195,24 +200,14 @@ class FailoverRunner:
                 except UpstreamFailure as exc:
                     failure = exc.failure
                     log.warning("attempt on %s failed: %s (%s)", lease.masked, failure.code, failure.detail)
-                    release(failure)
-                    if committed:
-                        await send.send(Failed(_mid_stream_error(failure), after_answer=True))
-                        state.done = True
-                    else:
-                        failed_before_commit(failure)
+                    await failed(failure, blame_cookie=True)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     release(None)
                     state.done = True
                 except Exception as exc:  # a bug of ours: never blame the cookie, never try all others
                     log.exception("attempt on %s crashed", lease.masked)
-                    release(None)
-                    failure = Failure(FailureKind.UPSTREAM_WIDE, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
-                    if committed:
-                        await send.send(Failed(_mid_stream_error(failure), after_answer=True))
-                        state.done = True
-                    else:
-                        failed_before_commit(failure)
+                    detail = f"internal error: {type(exc).__name__}: {exc}"
+                    await failed(Failure(FailureKind.UPSTREAM_WIDE, "internal_error", detail), blame_cookie=False)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             state.done = True
         finally:
