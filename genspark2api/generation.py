@@ -31,17 +31,16 @@ import base64
 import enum
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import httpx
 import msgspec
 import trio
 
 from .catalog import IMAGE_UPSTREAM_NAMES
-from .classify import TRUNCATED, Failure, FailureKind, classify_exception, classify_result
+from .classify import TRUNCATED, Failure, FailureKind, classify_result
 from .errors import ApiError, upstream_error
 from .events import MediaReady, ProjectStarted, UpstreamFailure
 from .failover import Completed, Failed, FailoverRunner, RunItem, Won
@@ -49,8 +48,7 @@ from .media import extension_for
 from .media_prep import upload_file
 from .pool import Lease
 from .runtime import Runtime
-from .sse import DataLine, LineDecoder, LineTooLong, UpstreamEvent, decode_json
-from .upstream import UpstreamStream
+from .sse import UpstreamEvent, decode_json
 
 log = logging.getLogger("genspark2api.generation")
 
