@@ -1,0 +1,104 @@
+"""Never a 500 for a client mistake: random request bodies against the live service.
+
+Hypothesis builds bodies that are almost right (real field names, wrong shapes and values) and
+posts them to every JSON endpoint; each answer must be a success or an OpenAI-shaped 4xx.
+Bounded: a fixed number of examples, loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import start_service
+from genspark2api.simulator import Simulator, serve_simulator
+from genspark2api.usage import TokenCounter, default_data_dir
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(max_size=12), st.sampled_from(["user", "system", "tool", "assistant", "gpt-5.4", "image_url"]))
+json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                              st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                           max_leaves=8)
+parts = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "file", "input_audio", "video"])},
+                          optional={"text": json_values, "image_url": json_values, "file": json_values}),
+    json_values,
+)
+messages = st.lists(
+    st.fixed_dictionaries({}, optional={
+        "role": st.one_of(st.sampled_from(["user", "system", "developer", "assistant", "tool", "function"]), json_values),
+        "content": st.one_of(st.text(max_size=20), st.lists(parts, max_size=3), json_values),
+        "tool_calls": json_values, "tool_call_id": json_values, "name": json_values,
+    }),
+    max_size=3,
+)
+chat_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.sampled_from(["gpt-5.4", "nano-banana-pro", "sora-2", "x-search"]), json_values),
+    "messages": st.one_of(messages, json_values),
+    "stream": st.one_of(st.booleans(), json_values),
+    "stream_options": json_values, "max_tokens": json_values, "stop": json_values, "n": json_values,
+    "tools": json_values, "tool_choice": json_values, "functions": json_values,
+})
+generation_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.sampled_from(["nano-banana-pro", "sora-2", "gpt-5.4"]), json_values),
+    "prompt": json_values, "n": json_values, "size": json_values, "response_format": json_values,
+    "image": json_values, "images": json_values, "style": json_values, "aspect_ratio": json_values,
+    "duration": json_values, "seconds": json_values,
+})
+# Nearly valid bodies, so the success paths (and their validation of optional fields) get hit too.
+valid_messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer"]),
+                                                 "content": st.text(min_size=1, max_size=20)}),
+                          min_size=1, max_size=3).map(lambda ms: ms + [{"role": "user", "content": "hi"}])
+nearly_valid_chat = st.fixed_dictionaries(
+    {"model": st.sampled_from(["gpt-5.4", "claude-sonnet-4-6-search", "o3-pro", "nano-banana-pro", "unknown-x"]),
+     "messages": valid_messages},
+    optional={"stream": st.booleans(), "max_tokens": st.integers(-1, 50), "stop": st.one_of(st.text(max_size=3), json_values),
+              "n": st.integers(0, 2), "temperature": json_values, "stream_options": json_values,
+              "tool_choice": json_values, "tools": json_values},
+)
+nearly_valid_generation = st.fixed_dictionaries(
+    {"prompt": st.text(min_size=1, max_size=20)},
+    optional={"model": st.sampled_from(["nano-banana-pro", "sora-2", "gpt-5.4"]), "n": st.integers(0, 5),
+              "size": st.sampled_from(["1024x1024", "1792x1024", "auto", "big", "0x0"]),
+              "response_format": st.sampled_from(["url", "b64_json", "gif"]), "style": json_values},
+)
+chat_bodies = st.one_of(chat_bodies, nearly_valid_chat)
+generation_bodies = st.one_of(generation_bodies, nearly_valid_generation)
+PATHS = ["/v1/chat/completions", "/v1/images/generations", "/v1/videos/generations", "/v1/videos"]
+requests = st.sampled_from(PATHS).flatmap(
+    lambda path: st.tuples(st.just(path), chat_bodies if path.endswith("completions") else generation_bodies)
+)
+
+
+async def post_all(batch: list[tuple[str, dict]]) -> list[tuple[str, dict, int, str]]:
+    """One simulator and one service for the whole batch (starting them per example is slow)."""
+    answers = []
+    async with trio.open_nursery() as nursery:
+        sim = Simulator()
+        sim_url = await nursery.start(serve_simulator, sim, "127.0.0.1", 0)
+        service = await start_service(nursery, {
+            "GENSPARK_BASE_URL": sim_url, "GS_COOKIE": "ok-1,ok-2", "REQUEST_RATE_LIMIT": "0",
+            "IMAGE_TIMEOUT": "2", "VIDEO_TIMEOUT": "2", "FIRST_BYTE_HOLD_SECONDS": "2",
+        }, counter=COUNTER)
+        async with service.http() as http:
+            for path, body in batch:
+                with trio.fail_after(15):
+                    response = await http.post(path, content=json.dumps(body))
+                answers.append((path, body, response.status_code, response.text))
+        nursery.cancel_scope.cancel()
+    return answers
+
+
+COUNTER = TokenCounter(data_dir=default_data_dir())
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.lists(requests, min_size=40, max_size=40))
+def test_random_bodies_never_get_a_500(batch: list[tuple[str, dict]]) -> None:
+    for path, body, status, text in trio.run(post_all, batch):
+        assert status < 500 or status in (502, 503, 504), (path, body, text)
+        if status >= 400:
+            error = json.loads(text)["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["message"], (path, body, error)
