@@ -157,9 +157,18 @@ def create_app(runtime: Runtime) -> QuartTrio:
     async def healthz() -> Response:
         return json_response(b'{"status":"ok"}')
 
+    async def readyz() -> Response:
+        """Ready when at least one cookie can take a request now (for orchestrators)."""
+        states = [str(s.state) for s in runtime.pool.snapshot()]
+        ready = "healthy" in states and not runtime.shutting_down
+        body = {"status": "ready" if ready else "not_ready", "healthy": states.count("healthy"),
+                "cooling": states.count("cooling"), "dead": states.count("dead")}
+        return json_response(encoder.encode(body), 200 if ready else 503)
+
     for root in ("", prefix) if prefix else ("",):
         app.add_url_rule(root + "/", f"index{root}", index, methods=["GET"])
         app.add_url_rule(root + "/healthz", f"healthz{root}", healthz, methods=["GET"])
+        app.add_url_rule(root + "/readyz", f"readyz{root}", readyz, methods=["GET"])
     if prefix:
         app.add_url_rule(prefix, "index_bare", index, methods=["GET"])
 

@@ -26,7 +26,7 @@ from .bindings import Binding
 from .chat_request import ChatParams, history_text, upstream_turns
 from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
 from .compose import AnswerComposer, ComposeOptions
-from .errors import ApiError, upstream_error
+from .errors import ApiError
 from .events import ModelsReported, ProjectStarted, UpstreamFailure
 from .failover import Completed, Failed, RunItem, Won
 from .media_prep import PreparedMedia, materialize_messages, prepare_media
@@ -149,6 +149,13 @@ class ChatService:
         prefer = chat.binding.cookie_key if chat.binding is not None else None
 
         async def produce() -> None:
+            self.rt.track(scope)
+            try:
+                await run()
+            finally:
+                self.rt.untrack(scope)
+
+        async def run() -> None:
             with scope:
                 # Non-stream: the client sees nothing before the end, so a broken answer may still fail over.
                 await self.rt.runner.run(
@@ -241,7 +248,7 @@ class ChatService:
                 if not isinstance(item, Won):
                     composer.feed(item)
             else:
-                raise upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated")
+                raise self.rt.ended_early()
         finally:
             scope.cancel()
             recv.close()
@@ -336,7 +343,7 @@ class StreamBody(SSEBody):
                 try:
                     item = await self._next_item(keepalive)
                 except trio.EndOfChannel:
-                    yield error_frame(upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated")) + DONE
+                    yield error_frame(service.rt.ended_early()) + DONE
                     return
                 if item is None:
                     yield KEEPALIVE

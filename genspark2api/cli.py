@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     return 0
 
 
+GRACEFUL_TIMEOUT = 5.0  # hypercorn's wait for requests in flight after SIGTERM
+
+
 async def wait_for_signals(runtime: Runtime) -> None:
     """Return on SIGTERM/SIGINT (the shutdown trigger); SIGHUP re-reads the cookies."""
     signals = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
@@ -90,6 +93,7 @@ async def wait_for_signals(runtime: Runtime) -> None:
                 runtime.reload_cookies("SIGHUP")
                 continue
             log.info("signal %s: shutting down", signal.Signals(signum).name)
+            runtime.begin_shutdown(grace=GRACEFUL_TIMEOUT - 1.5)
             return
 
 
@@ -99,7 +103,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = "-" if settings.debug else None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, printed once
-    config.graceful_timeout = 5
+    config.graceful_timeout = GRACEFUL_TIMEOUT
     config.keep_alive_timeout = 75  # outlive the idle timeout of a reverse proxy in front
     return config
 

@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from .bindings import ConversationBindings
+from .errors import ApiError, upstream_error
 from .failover import FailoverRunner
 from .pool import CookiePool, CooldownPolicy
 from .settings import Settings
@@ -63,6 +64,8 @@ class Runtime:
         self.bindings = ConversationBindings(clock=clock)
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None
+        self.shutting_down = False
+        self._answers: set[trio.CancelScope] = set()  # the upstream work of answers in flight
         self.started = clock()
         self._cookie_file_mtime = self._mtime()
 
@@ -82,6 +85,38 @@ class Runtime:
                 log.warning("background task %s failed: %s: %s", name, type(exc).__name__, exc)
 
         self.nursery.start_soon(guarded)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def track(self, scope: trio.CancelScope) -> None:
+        self._answers.add(scope)
+
+    def untrack(self, scope: trio.CancelScope) -> None:
+        self._answers.discard(scope)
+
+    def begin_shutdown(self, grace: float) -> None:
+        """SIGTERM: answers in flight get `grace` seconds, then end with a clear error event.
+
+        hypercorn waits its own graceful timeout for in-flight requests and then cuts them, which a
+        client sees as a truncated body; ending them a little earlier lets every stream close with
+        an error event and `[DONE]` instead (python-stack.md §3).
+        """
+        self.shutting_down = True
+
+        async def end_answers() -> None:
+            await trio.sleep(grace)
+            for scope in list(self._answers):
+                scope.cancel()
+
+        if self._answers:
+            self.background("end answers in flight", end_answers, timeout=grace + 5)
+
+    def ended_early(self) -> ApiError:
+        """The error for an answer whose producer stopped without a result."""
+        if self.shutting_down:
+            return ApiError(503, "The service is shutting down; send the request again.",
+                            type="server_error", code="service_shutting_down")
+        return upstream_error(502, "The upstream answer ended unexpectedly.", "upstream_truncated")
 
     # ------------------------------------------------------------------ cookie file reload
 

@@ -131,3 +131,15 @@ async def test_index_page_shows_masked_pool(make_service: ServiceFactory) -> Non
         page = await http.get("/")
     assert page.status_code == 200 and "genspark2api" in page.text
     assert secret not in page.text
+
+
+async def test_readyz_follows_the_pool(make_service: ServiceFactory) -> None:
+    ready = await make_service(cookies=["ok-1"])
+    dead = await make_service(cookies=["not-login-1"], GENSPARK_CHAT_PROTOCOL="copilot")
+    async with ready.http() as http:
+        assert (await http.get("/readyz")).json() == {"status": "ready", "healthy": 1, "cooling": 0, "dead": 0}
+    async with dead.http() as http:
+        assert (await http.get("/readyz")).status_code == 200
+        await http.post("/v1/chat/completions", json={"model": "gpt-5.4", "messages": [{"role": "user", "content": "x"}]})
+        response = await http.get("/readyz")
+    assert response.status_code == 503 and response.json()["dead"] == 1

@@ -844,3 +844,48 @@ async def test_the_pool_endpoint_needs_the_api_key(nursery: trio.Nursery, sim: S
         "cookie", "key", "state", "reason", "until", "in_flight", "successes", "failures",
         "consecutive_failures", "last_used", "last_error",
     }
+
+
+async def test_sigterm_ends_streams_in_flight_with_an_error_event(sim: Simulator, tmp_path: Path) -> None:
+    """A stream still running at SIGTERM ends with an error event and [DONE], then the process exits 0."""
+    sim.answer_delay = 1.0  # a long answer: one delta a second
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TIKTOKEN_CACHE_DIR")},
+        "GS_COOKIE": cookie("ok"), "GENSPARK_BASE_URL": sim.url, "HOST": "127.0.0.1", "PORT": str(port),  # type: ignore[attr-defined]
+        "REQUEST_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1", "STREAM_KEEPALIVE_SECONDS": "0.5",
+    }
+    log_path = tmp_path / "service.log"
+    with log_path.open("wb") as log_file:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "genspark2api"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as http:
+            with trio.fail_after(15):
+                while True:
+                    try:
+                        if (await http.get("/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.05)
+            body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "a long answer " * 20}]}
+            lines: list[str] = []
+            with trio.fail_after(12):
+                async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+                        if '"content":"[' in line:
+                            process.send_signal(signal.SIGTERM)
+        assert lines[-2:] == ["data: [DONE]", ""] or lines[-1] == "data: [DONE]", lines[-4:]
+        errors = [json.loads(line[6:]) for line in lines if line.startswith('data: {"error"')]
+        assert errors and errors[0]["error"]["code"] == "service_shutting_down"
+        with trio.fail_after(8):
+            code = await process.wait()
+        assert code == 0, log_path.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
