@@ -172,6 +172,8 @@ SIGNALS = [
     ("error-event", "ai_chat", "cooling", "upstream_rate_limited", 321),            # E12 throttle text
     ("free-limit", "ai_chat", "cooling", "upstream_account_exhausted", 86400),      # E5: no reset given
     ("free-limit", "copilot", "cooling", "upstream_account_exhausted", 86400),
+    ("free-limit-reset", "ai_chat", "cooling", "upstream_account_exhausted", 10800),  # E5 + {time:now+3h}
+    ("free-limit-reset", "copilot", "cooling", "upstream_account_exhausted", 10800),
     ("session-limit", "copilot", "cooling", "upstream_session_limit", 7200),        # E9: {time:now+2h}
     ("session-limit", "ai_chat", "cooling", "upstream_session_limit", 7200),
     ("not-login", "ai_chat", "dead", "upstream_not_logged_in", None),               # E4
@@ -889,3 +891,55 @@ async def test_sigterm_ends_streams_in_flight_with_an_error_event(sim: Simulator
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# ------------------------------------------------------------------------------ refused requests, flaky cookies
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "protocol", "stream"),
+    [
+        ("chat", "ai_chat", False), ("chat", "ai_chat", True), ("chat", "copilot", False), ("chat", "copilot", True),
+        ("/v1/images/generations", "copilot", False), ("/v1/videos/generations", "copilot", False),
+    ],
+)
+async def test_upstream_refusing_the_request_is_a_400_that_spares_the_cookie(
+    nursery: trio.Nursery, sim: Simulator, endpoint: str, protocol: str, stream: bool
+) -> None:
+    # bad-request: HTTP 400 {"status":400,"message":"invalid request: messages"}, the body's fault.
+    refused, spare = cookie("bad-request"), cookie("ok")
+    service = await serve(nursery, sim, [refused, spare], GENSPARK_CHAT_PROTOCOL=protocol)
+    if endpoint == "chat":
+        reply = await ask(service, stream=stream)
+    else:
+        async with service.http() as http:
+            response = await http.post(endpoint, json={"prompt": "a red fox"})
+        reply = Reply(response.status_code, response.headers, error=response.json()["error"])
+    assert (reply.status, reply.error["type"], reply.error["code"]) == (400, "invalid_request_error", "upstream_bad_request")
+    assert reply.headers["content-type"] == "application/json" and not reply.after_answer
+    assert "invalid request: messages" in reply.error["message"]
+    asks = [r.session_id for r in sim.requests if r.path in CHAT_PATHS]
+    assert asks == [refused]  # the same body would be refused on any cookie
+    rows = await pool_rows(service)
+    assert all((r["state"], r["failures"], r["consecutive_failures"]) == ("healthy", 0, 0) for r in rows.values())
+
+
+async def test_a_flaky_cookie_is_used_again_once_its_rate_limit_is_over(nursery: trio.Nursery, sim: Simulator) -> None:
+    # flaky: the first ask is answered "Rate limit exceeded cf1" (429), every later one normally.
+    clock = FakeClock(time.time())
+    flaky, steady = cookie("flaky"), cookie("ok")
+    service = await serve(nursery, sim, [flaky, steady], {"clock": clock}, RATE_LIMIT_COOKIE_LOCK_DURATION="100")
+    assert answered(await ask(service))
+    row = (await pool_rows(service))[key_of(flaky)]
+    assert (row["state"], row["reason"], row["failures"], row["consecutive_failures"]) == (
+        "cooling", "upstream_rate_limited", 1, 1,
+    )
+    assert row["until"] == pytest.approx(clock() + 100)
+    clock.advance(99)
+    assert answered(await ask(service))  # still locked: the steady cookie answers
+    assert chat_calls(sim) == [flaky, steady, steady]
+    clock.advance(2)
+    assert answered(await ask(service, stream=True))  # the lock is over: least recently used again
+    assert chat_calls(sim) == [flaky, steady, steady, flaky]
+    row = (await pool_rows(service))[key_of(flaky)]
+    assert (row["state"], row["consecutive_failures"], row["failures"], row["successes"]) == ("healthy", 0, 1, 1)

@@ -15,7 +15,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genspark2api.simulator import Simulator, key_of_storage_url, serve_simulator
+from genspark2api.simulator import Scenario, Simulator, key_of_storage_url, scenario_for, serve_simulator
 from genspark2api.simulator.answers import find_tool_definitions
 from genspark2api.simulator.media import solid_png
 from genspark2api.simulator.streams import split_deltas
@@ -554,6 +554,108 @@ async def test_agent_reasoning_search_and_abnormal(client):
     assert (response.status_code, response.text) == (400, "bad request cf")
     _, evs = await ask(client, agent_body("x"), "retired", path="/api/agent/ask_proxy")
     assert evs[-1]["message"]["content"].startswith("[simulated")
+
+
+async def test_agent_reports_the_answering_models(client):
+    _, evs = await ask(client, agent_body("hi", "claude-sonnet-4-6"), path="/api/agent/ask_proxy")
+    assert [e["type"] for e in evs[:3]] == ["project_start", "message_start", "message_field"]
+    assert evs[2] == {"message_id": evs[1]["message_id"], "field_name": "session_state.models",
+                      "field_value": ["claude-sonnet-4-6"], "type": "message_field"}
+    _, evs = await ask(client, agent_body("hi", "claude-opus-4-6"), "degraded-1", path="/api/agent/ask_proxy")
+    assert fields(evs, "session_state.models") == [["gpt-4o-mini"]]
+    assert evs[-1]["message"]["content"].startswith("[simulated gpt-4o-mini]")
+    mixture = "gpt-5.1-low,claude-sonnet-4-6"
+    _, evs = await ask(client, agent_body("hi", mixture), path="/api/agent/ask_proxy")
+    assert fields(evs, "session_state.models") == [mixture.split(",")]
+
+
+async def test_agent_o1_search_puts_detail_answer_json_in_the_message(client):
+    _, evs = await ask(client, agent_body("what is new", "o1", search=True), path="/api/agent/ask_proxy")
+    assert not [e for e in evs if e["type"] == "message_field_delta"]
+    result = evs[-1]
+    assert result["type"] == "message_result" and "content" not in result
+    detail = json.loads(result["message"]["content"])
+    assert detail["detailAnswer"].startswith("[simulated o1] You said: what is new [1](https://example.org/")
+    _, evs = await ask(client, agent_body("what is new", "o1"), path="/api/agent/ask_proxy")  # no search: deltas
+    assert "".join(field_deltas(evs, "content")) == evs[-1]["message"]["content"]
+
+
+# --- scenarios added for service gaps -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("session", "scenario"),
+    [
+        ("bad-request", Scenario.BAD_REQUEST),
+        ("bad-request-1", Scenario.BAD_REQUEST),
+        ("bad-request-cf3a9", Scenario.BAD_REQUEST),  # a hex tail starting "cf" is not "-cf"
+        ("bad-request-cf", Scenario.BAD_REQUEST_CF),
+        ("bad-request-cf-3a9", Scenario.BAD_REQUEST_CF),
+        ("free-limit-2", Scenario.FREE_LIMIT),
+        ("free-limit-reset-2", Scenario.FREE_LIMIT_RESET),
+        ("flaky_1", Scenario.FLAKY),
+        ("stall1", Scenario.NORMAL),
+        ("okay", Scenario.NORMAL),
+    ],
+)
+def test_scenario_prefixes_are_whole_words(session, scenario):
+    assert scenario_for(session) is scenario
+
+
+async def test_free_limit_reset_marks_the_reset_time(client):
+    for body, path in ((chat_body(), "/api/copilot/ask"), (agent_body("x"), "/api/agent/ask_proxy")):
+        _, evs = await ask(client, body, "free-limit-reset-1", path=path)
+        assert [e["type"] for e in evs] == ["project_start", "message_result"]
+        result = evs[-1]
+        assert result["action"]["type"] == "ACTION_QUOTA_EXCEEDED" and result["id"] == ""
+        assert result["session_state"] == {"consume_usage_quota_exceeded": True}
+        assert result["content"].startswith("You've reached your free usage limit today")
+        reset = int(re.search(r"\{time:(\d+)\}", result["content"]).group(1))
+        assert 3 * 3600 - 60 < reset - time.time() < 3 * 3600 + 60
+        assert list(result) == list(json.loads(E5_LINE[6:]))  # the E5 keys, in the E5 order
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/copilot/ask", chat_body()),
+        ("/api/copilot/ask", image_body("x")),
+        ("/api/copilot/ask", image_body("x", kind="VIDEO")),
+        ("/api/agent/ask_proxy", agent_body("x")),
+    ],
+)
+async def test_bad_request_is_a_json_400(client, sim, path, body):
+    response = await client.post(path, json=body, headers=cookie("bad-request-1"))
+    assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": 400, "message": "invalid request: messages"}
+    assert not sim.projects and not sim.tasks
+
+
+async def test_bad_request_leaves_account_calls_alone(client):
+    response = await client.get("/api/get_upload_personal_image_url", headers=cookie("bad-request-1"))
+    assert response.json()["status"] == 0
+
+
+async def test_flaky_fails_once_per_session_id(client, sim):
+    for session in ("flaky-1", "flaky-2"):
+        response = await client.post("/api/copilot/ask", json=chat_body(), headers=cookie(session))
+        assert (response.status_code, response.text) == (429, "Rate limit exceeded cf1")
+    for path, body in (("/api/copilot/ask", chat_body()), ("/api/agent/ask_proxy", agent_body("x"))):
+        response, evs = await ask(client, body, "flaky-1", path=path)
+        assert response.status_code == 200 and evs[-1]["type"] == "message_result"
+    sim.reset()  # a reset simulator has forgotten who already failed
+    response = await client.post("/api/agent/ask_proxy", json=agent_body("x"), headers=cookie("flaky-1"))
+    assert response.status_code == 429
+
+
+async def test_tool_call_with_prose_and_an_unoffered_tool(client):
+    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "explain in prose"})))
+    content = evs[-1]["content"]
+    before, block, after = content.split("\n")
+    assert before == "Let me look that up for you." and after == "I will answer as soon as the tool replies."
+    assert json.loads(block.removeprefix("<tool_call>").removesuffix("</tool_call>"))["name"] == "get_weather"
+    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "call an unknown tool"})))
+    assert evs[-1]["content"] == '<tool_call>{"name": "sim_unoffered_tool", "arguments": {}}</tool_call>'
 
 
 # --- pure pieces ----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 The simulator plays a model that follows the `<tool_call>` instruction (simulator/answers.py):
 it calls the first offered tool, two tools when the question says "parallel", writes a broken
-block when it says "malformed", and answers in prose quoting the result once a "Tool result"
-turn follows the question. Both upstream protocols are exercised.
+block when it says "malformed", calls a tool nobody offered when it says "unknown", wraps the
+block in two sentences when it says "prose", and answers in prose quoting the result once a
+"Tool result" turn follows the question. Both upstream protocols are exercised.
 """
 
 from __future__ import annotations
@@ -385,20 +386,30 @@ async def test_legacy_functions_and_function_call(make_service: ServiceFactory, 
 # ------------------------------------------------------------------------------ malformed blocks
 
 
+@pytest.mark.parametrize(
+    ("question", "verbatim"),
+    [
+        ("give me a malformed call", '<tool_call>{"name": broken json</tool_call>'),
+        # A well-formed block calling a tool the request did not offer is no call either.
+        ("use some unknown tool", '<tool_call>{"name": "sim_unoffered_tool", "arguments": {}}</tool_call>'),
+    ],
+    ids=["malformed", "not-offered"],
+)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_malformed_block_is_released_as_text(make_service: ServiceFactory, protocol: str) -> None:
+async def test_malformed_block_is_released_as_text(
+    make_service: ServiceFactory, protocol: str, question: str, verbatim: str
+) -> None:
     service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol)
     client = service.openai()
-    ask = ASK[:1] + [{"role": "user", "content": "give me a malformed call"}]
-    broken = '<tool_call>{"name": broken json</tool_call>'
+    ask = ASK[:1] + [{"role": "user", "content": question}]
 
     whole = await client.chat.completions.create(model="gpt-5.4", messages=ask, tools=TOOLS)
     assert whole.choices[0].finish_reason == "stop" and whole.choices[0].message.tool_calls is None
-    assert whole.choices[0].message.content == broken
+    assert whole.choices[0].message.content == verbatim
 
     stream = await client.chat.completions.create(model="gpt-5.4", messages=ask, tools=TOOLS, stream=True)
     content, calls, finishes, _ = await collect_stream(stream)
-    assert content == broken and calls == [] and finishes == ["stop"]
+    assert content == verbatim and calls == [] and finishes == ["stop"]
 
 
 @pytest.mark.parametrize(
@@ -493,3 +504,26 @@ async def test_tool_call_survives_failover(make_service: ServiceFactory, sim, pr
     sent = sim.requests_to(CHAT_PATH[protocol])
     assert [r.session_id for r in sent] == ["rate-limited-1", "ok-1"]
     assert all(instruction_of(r.json) for r in sent)
+
+
+# ------------------------------------------------------------------------------ prose around a call
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_prose_around_a_call_is_content(make_service: ServiceFactory, protocol: str) -> None:
+    # The simulated model writes "<sentence>\n<tool_call>…</tool_call>\n<sentence>" (answers.py).
+    service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol)
+    client = service.openai()
+    ask = ASK[:1] + [{"role": "user", "content": "Weather in Paris, with some prose"}]
+    expected = "Let me look that up for you.\n\nI will answer as soon as the tool replies."
+
+    whole = await client.chat.completions.create(model="gpt-5.4", messages=ask, tools=TOOLS)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == expected
+    (call,) = choice.message.tool_calls
+    assert_call(call, "get_weather", WEATHER_ARGS)
+
+    stream = await client.chat.completions.create(model="gpt-5.4", messages=ask, tools=TOOLS, stream=True)
+    content, calls, finishes, _ = await collect_stream(stream)
+    assert content == expected and finishes == ["tool_calls"]
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", WEATHER_ARGS)]

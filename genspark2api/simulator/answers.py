@@ -11,8 +11,10 @@ driven by the request, mirroring what a service built on genspark-protocol.md se
 * tool calling follows the ``<tool_call>`` tag protocol of §6.2: a system message that mentions
   ``<tool_call>`` and lists tools as JSON objects with a ``"name"`` makes the model call the
   first tool (two calls if the question says ``parallel``, a broken block if it says
-  ``malformed``); a tool result after the question (a ``tool`` message or text starting with
-  ``Tool result``) is answered in prose quoting it;
+  ``malformed``, a call of a tool that was not offered if it says ``unknown``; with ``prose``
+  the block sits between a sentence before and a sentence after it); a tool result after the
+  question (a ``tool`` message or text starting with ``Tool result``) is answered in prose
+  quoting it;
 * reasoning models think first (§3.4.2), search models cite sources (§3.4.3), and
   Mixture-of-Agents requests produce one draft per model (§5.2).
 """
@@ -153,6 +155,9 @@ def tool_call_block(tool: Mapping[str, Any]) -> str:
 
 
 MALFORMED_TOOL_CALL = '<tool_call>{"name": broken json</tool_call>'
+PROSE_BEFORE_CALL = "Let me look that up for you."
+PROSE_AFTER_CALL = "I will answer as soon as the tool replies."
+UNOFFERED_TOOL = "sim_unoffered_tool"
 
 
 @dataclass(frozen=True)
@@ -219,11 +224,20 @@ def compose_answer(
 def _tool_call_text(tools: Sequence[dict[str, Any]], question: str) -> str:
     words = set(re.findall(r"[a-z]+", question.lower()))
     if "malformed" in words:
-        return MALFORMED_TOOL_CALL
-    if "parallel" in words:
+        block = MALFORMED_TOOL_CALL
+    elif "unknown" in words:
+        name = UNOFFERED_TOOL
+        while name in {tool["name"] for tool in tools}:
+            name += "_2"
+        block = tool_call_block({"name": name})
+    elif "parallel" in words:
         second = tools[1] if len(tools) > 1 else tools[0]
-        return tool_call_block(tools[0]) + "\n" + tool_call_block(second)
-    return tool_call_block(tools[0])
+        block = tool_call_block(tools[0]) + "\n" + tool_call_block(second)
+    else:
+        block = tool_call_block(tools[0])
+    if "prose" in words:
+        return f"{PROSE_BEFORE_CALL}\n{block}\n{PROSE_AFTER_CALL}"
+    return block
 
 
 def _search_results(question: str) -> tuple[SearchResult, ...]:

@@ -139,7 +139,7 @@ def create_app(sim: Simulator) -> QuartTrio:
         """Both chat generations: scenario gate, decode, then stream what the backend scripted."""
         session_id = _session_id()
         await slow_first_byte(session_id)
-        if canned := canned_response(session_id, endpoint):
+        if canned := canned_response(session_id, endpoint) or sim.backend.flaky_refusal(session_id):
             return _canned(canned)
         try:
             script = respond(decode(await request.get_data(), kind), session_id)

@@ -7,6 +7,9 @@ Per-cookie stream scenarios (scenarios.py picks them from the session_id prefix)
 
 =================  ==========================================================================
 free-limit         project_start, then the exact E5 quota line (§3.4.6)
+free-limit-reset   the same, its content text ending in ``{time:<now+3h>}`` [I]
+flaky              the first ask of the session id gets the E3 rate limit (429 ``Rate limit
+                   exceeded cf1``), every later one is normal; remembered per session id
 session-limit      project_start, then an ACTION_SESSION_LIMIT result with ``{time:<now+2h>}``
 overloaded         the May 2025 "Server overloaded" stream (§3.4.6) on chat and generation; for
                    chat it arrives as the answer, exactly where a real answer would be
@@ -16,6 +19,7 @@ empty-answer       project_start and a message_result with empty content
 retired            copilot chat only: a message_result saying the feature was retired (E10) [I]
 error-event        ask_proxy only: an ``error`` event after message_start (E12) [I]
 degraded           chat answers come from ``gpt-4o-mini`` and ``session_state.models`` says so
+                   (both generations)
 needs-captcha      ``g_recaptcha_token`` must be a token from ``GET /genspark`` (single use):
                    otherwise chat is degraded and image/video get the overloaded stream (§2.8)
 =================  ==========================================================================
@@ -38,13 +42,14 @@ from urllib.parse import parse_qs
 from . import streams
 from .answers import Conversation, compose_answer, storage_url_for
 from .playback import utc_now
-from .scenarios import Scenario, scenario_for
+from .scenarios import RATE_LIMITED, CannedResponse, Scenario, scenario_for
 from .state import MediaKind, MediaTask, Project, SimulatorState, TaskOutcome
 from .streams import ChatIds, Step
 from .wire import AgentAsk, BadBody, CopilotAsk, Message, TaskStatusQuery
 
 DEGRADED_MODEL = "gpt-4o-mini"  # issue #15: degraded answers read like gpt-4o-mini
 SESSION_LIMIT_RESET = timedelta(hours=2)
+FREE_LIMIT_RESET = timedelta(hours=3)
 MAX_IMAGES = 8
 _GENERATION_KINDS: dict[str, MediaKind] = {"COPILOT_MOA_IMAGE": "image", "COPILOT_MOA_VIDEO": "video"}
 
@@ -61,6 +66,15 @@ class SimulatedBackend:
     def __init__(self, state: SimulatorState, clock: Callable[[], datetime] = utc_now) -> None:
         self.state = state
         self.clock = clock
+
+    def flaky_refusal(self, session_id: str | None) -> CannedResponse | None:
+        """``flaky``: the first ask of a session id is rate limited (§4.1 E3), the rest are not."""
+        if session_id is None or scenario_for(session_id) is not Scenario.FLAKY:
+            return None
+        if session_id in self.state.flaky_refused:
+            return None
+        self.state.flaky_refused.add(session_id)
+        return RATE_LIMITED
 
     # --- G1 /api/copilot/ask ----------------------------------------------------------------
 
@@ -129,7 +143,7 @@ class SimulatedBackend:
             earlier_turns=len(project.turns),
             uploads=self.state.uploads,
         )
-        script = streams.g2_chat_script(ids, answer, now=self.clock())
+        script = streams.g2_chat_script(ids, answer, reported_models=used, now=self.clock())
         return self._finish_chat(scenario, script, project, conversation.question, answer.text)
 
     # --- shared chat plumbing ---------------------------------------------------------------
@@ -150,6 +164,9 @@ class SimulatedBackend:
         """The scenarios that end every kind of ask the same way once its project has started."""
         if scenario is Scenario.FREE_LIMIT:
             return streams.free_limit_script(ids.project_id)
+        if scenario is Scenario.FREE_LIMIT_RESET:
+            reset_at = int((self.clock() + FREE_LIMIT_RESET).timestamp())
+            return streams.free_limit_script(ids.project_id, reset_at)
         if scenario is Scenario.SESSION_LIMIT:
             reset_at = int((self.clock() + SESSION_LIMIT_RESET).timestamp())
             return streams.session_limit_script(ids.project_id, reset_at)

@@ -115,10 +115,17 @@ def _limit_result(text: str, action_type: str, session_state: dict[str, Any], *,
     )
 
 
-def quota_exceeded_result() -> Event:
-    """The exact E5 line of §3.4.6 (old form: no tool keys)."""
+def quota_exceeded_result(reset_at_unix: int | None = None) -> Event:
+    """The exact E5 line of §3.4.6 (old form: no tool keys).
+
+    With ``reset_at_unix`` the content text goes on with a ``{time:<unix seconds>}`` marker, the
+    way mc5024 finds E9's reset time (§4.1 E9); that E5 can carry one too is [I].
+    """
+    text = QUOTA_EXCEEDED_TEXT
+    if reset_at_unix is not None:
+        text += f". It resets at {{time:{reset_at_unix}}}."
     state = {"consume_usage_quota_exceeded": True}
-    return _limit_result(QUOTA_EXCEEDED_TEXT, "ACTION_QUOTA_EXCEEDED", state, with_tool_keys=False)
+    return _limit_result(text, "ACTION_QUOTA_EXCEEDED", state, with_tool_keys=False)
 
 
 def session_limit_result(reset_at_unix: int) -> Event:

@@ -2,13 +2,20 @@
 
 A test picks a condition by the *prefix* of the cookie's ``session_id`` (``rate-limited-2`` is
 rate limited too), so several distinct cookies can share one behaviour in a cookie pool. Anything
-that matches no prefix (``demo``, ``ok-1``, a uuid) behaves normally.
+that matches no prefix (``demo``, ``ok-1``, a uuid) behaves normally. A prefix counts only as a
+whole word: the id is the prefix itself or goes on with a character that is not a letter or digit.
+So ``bad-request-cf3a…`` (a random hex tail) is ``bad-request``, not ``bad-request-cf``, while
+``bad-request-cf-3a…`` is ``bad-request-cf``; the longest matching prefix wins.
 
 Which endpoints honour which scenario:
 
 * "edge" scenarios (Cloudflare and the load balancer answer before the app): rate-limited,
   cf-challenge, cf-block, internal-error, service-unavailable apply to both chat generations,
-  images and videos;
+  images and videos; so does ``flaky`` (backend.py), but only on the first ask of its session id;
+* bad-request: the app refuses the body itself (a request-scoped 4xx, not the cookie's fault) with
+  HTTP 400 and compact JSON ``{"status":400,"message":"invalid request: messages"}`` on both chat
+  generations, images and videos [I: nobody recorded such a refusal; the shape mirrors the
+  backend's other JSON answers, ``status`` + ``message``];
 * not-login applies to every call that takes a cookie (also polling, upload slots, delete);
 * the stream scenarios (free-limit, session-limit, cut-stream, …) are played by backend.py.
 
@@ -27,12 +34,15 @@ class Scenario(enum.StrEnum):
     RATE_LIMITED = "rate-limited"
     NOT_LOGIN = "not-login"
     FREE_LIMIT = "free-limit"
+    FREE_LIMIT_RESET = "free-limit-reset"
     SESSION_LIMIT = "session-limit"
     CF_CHALLENGE = "cf-challenge"
     CF_BLOCK = "cf-block"
     INTERNAL_ERROR = "internal-error"
     SERVICE_UNAVAILABLE = "service-unavailable"
     BAD_REQUEST_CF = "bad-request-cf"
+    BAD_REQUEST = "bad-request"
+    FLAKY = "flaky"
     RETIRED = "retired"
     CUT_STREAM = "cut-stream"
     EMPTY_ANSWER = "empty-answer"
@@ -46,15 +56,20 @@ class Scenario(enum.StrEnum):
     CAPTCHA_FAIL = "captcha-fail"  # the token service cannot produce a token
 
 
-# Longest prefix first, so that a future "stall-x" scenario cannot be shadowed by "stall".
+# Longest prefix first, so that "bad-request-cf" is not shadowed by "bad-request".
 _BY_PREFIX = sorted((s for s in Scenario if s is not Scenario.NORMAL), key=lambda s: -len(s.value))
+
+
+def _selects(session_id: str, prefix: str) -> bool:
+    """``prefix`` starts ``session_id`` as a whole word (see the module docstring)."""
+    return session_id.startswith(prefix) and not session_id[len(prefix) : len(prefix) + 1].isalnum()
 
 
 def scenario_for(session_id: str | None) -> Scenario:
     """The condition a cookie selects. A missing cookie is treated as not logged in."""
     if session_id is None:
         return Scenario.NOT_LOGIN
-    return next((s for s in _BY_PREFIX if session_id.startswith(s.value)), Scenario.NORMAL)
+    return next((s for s in _BY_PREFIX if _selects(session_id, s.value)), Scenario.NORMAL)
 
 
 class Endpoint(enum.Enum):
@@ -126,9 +141,11 @@ def _html(status: int, body: str, headers: dict[str, str] | None = None) -> Cann
 
 NOT_LOGIN = CannedResponse(200, "application/json", NOT_LOGIN_BODY)
 BAD_REQUEST_CF = _text(400, "bad request cf")
+BAD_REQUEST = CannedResponse(400, "application/json", b'{"status":400,"message":"invalid request: messages"}')
+RATE_LIMITED = _text(429, "Rate limit exceeded cf1")
 
 _EDGE: dict[Scenario, CannedResponse] = {
-    Scenario.RATE_LIMITED: _text(429, "Rate limit exceeded cf1"),
+    Scenario.RATE_LIMITED: RATE_LIMITED,
     Scenario.CF_CHALLENGE: _html(403, CF_CHALLENGE_HTML, {**_CLOUDFLARE, "cf-mitigated": "challenge"}),
     Scenario.CF_BLOCK: _html(403, CF_BLOCK_HTML, _CLOUDFLARE),
     Scenario.INTERNAL_ERROR: _text(500, "Internal Server Error"),
@@ -147,4 +164,6 @@ def canned_response(session_id: str | None, endpoint: Endpoint) -> CannedRespons
         return None
     if scenario is Scenario.BAD_REQUEST_CF:
         return BAD_REQUEST_CF if endpoint is Endpoint.AGENT else None
+    if scenario is Scenario.BAD_REQUEST:
+        return BAD_REQUEST
     return _EDGE.get(scenario)

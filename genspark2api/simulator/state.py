@@ -91,6 +91,7 @@ class SimulatorState:
     tasks: dict[str, MediaTask]
     downloads: list[FileDownload]
     issued_tokens: set[str]  # reCAPTCHA tokens handed out by /genspark and not yet used
+    flaky_refused: set[str]  # session ids of the `flaky` scenario that already had their 429
 
     def __init__(self) -> None:
         self.reset()
@@ -105,6 +106,7 @@ class SimulatorState:
         self.tasks = {}
         self.downloads = []
         self.issued_tokens = set()
+        self.flaky_refused = set()
         self._token_counter = itertools.count(1)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:

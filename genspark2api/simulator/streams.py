@@ -107,7 +107,7 @@ def g1_chat_script(
     """
     pid, mid = ids.project_id, ids.message_id
     model = reported_models[0] if len(reported_models) == 1 else ""
-    detail_style = bool(answer.search_results) and model in DETAIL_ANSWER_MODELS
+    detail_style = _detail_style(answer, reported_models)
     steps: list[Step] = [ev.project_start(pid)]
     if new_project:
         steps.append(ev.project_field(pid, "name", project_title(answer.question)))
@@ -141,6 +141,11 @@ def g1_chat_script(
     return steps
 
 
+def _detail_style(answer: Answer, reported_models: list[str]) -> bool:
+    """``o1`` with search answers with a detailAnswer JSON document (§3.4.3)."""
+    return bool(answer.search_results) and len(reported_models) == 1 and reported_models[0] in DETAIL_ANSWER_MODELS
+
+
 def _top_bar(answer: Answer) -> dict[str, Any]:
     """``search_status_top_bar_data``: ``search_results[{title, link, snippet}]`` is [C], ``status`` [I]."""
     return {"status": "finished", "search_results": [result.as_json() for result in answer.search_results]}
@@ -160,12 +165,22 @@ def _detail_answer_json(answer: Answer) -> str:
     )
 
 
-def g2_chat_script(ids: ChatIds, answer: Answer, *, now: datetime) -> list[Step]:
+def g2_chat_script(ids: ChatIds, answer: Answer, *, reported_models: list[str], now: datetime) -> list[Step]:
     """An ``ai_chat`` answer on ``/api/agent/ask_proxy`` (§2.9).
 
-    project_start, message_start, the search status (same ``message_field`` as G1, an object
-    ``field_value``, which is exactly what §3.1 rule 4 warns G2 clients about), reasoning, the
-    ``content`` deltas with one heartbeat, and ``message_result`` with a nested ``message``.
+    project_start, message_start, ``session_state.models``, the search status (same
+    ``message_field`` as G1, an object ``field_value``, which is exactly what §3.1 rule 4 warns G2
+    clients about), reasoning, the ``content`` deltas with one heartbeat, and ``message_result``
+    with a nested ``message``.
+
+    ``session_state.models`` [I]: nobody recorded which model G2 says answered. We send the G1
+    ``message_field`` (§3.4.1) with a list value right after message_start, the models actually
+    used, so a degraded answer shows on G2 as on G1. A list ``field_value`` is the same risk for
+    10020099's string-typed ``field_value`` as the search status.
+
+    ``o1`` with search [I, §2.9 "for the o1-search case it still reads the top-level content"]:
+    no ``content`` deltas; ``message_result.message.content`` is the G1 detailAnswer JSON document
+    (§3.4.3).
 
     Reasoning [I]: upstream encrypts it (``reasoning_id``/``reasoning_encrypted_content``); we also
     stream a readable copy as ``message_field_delta`` on ``reasoning_content``, mirroring the
@@ -173,17 +188,21 @@ def g2_chat_script(ids: ChatIds, answer: Answer, *, now: datetime) -> list[Step]
     Mixture-of-Agents (comma-joined ``ai_chat_model``) gets no drafts on G2: only the label shows.
     """
     pid, mid = ids.project_id, ids.message_id
+    detail_style = _detail_style(answer, reported_models)
     steps: list[Step] = [ev.project_start(pid), ev.message_start(mid)]
+    steps.append(ev.message_field(mid, "session_state.models", reported_models))
     if answer.search_results:
         steps.append(ev.message_field(mid, "session_state.search_status_top_bar_data", _top_bar(answer)))
     for piece in answer.thinking:
         steps += [Pause(PauseKind.DELTA, mid), ev.message_field_delta(mid, REASONING_FIELD_G2, piece)]
-    steps += _with_heartbeat_midway(deltas(mid, CONTENT_FIELD, answer.text), mid, now)
+    if detail_style:
+        steps.append(ev.heartbeat(mid, now))
+    else:
+        steps += _with_heartbeat_midway(deltas(mid, CONTENT_FIELD, answer.text), mid, now)
+    content = _detail_answer_json(answer) if detail_style else answer.text
     reasoning_id = f"rs_sim_{mid.replace('-', '')[:16]}" if answer.thinking else None
     encrypted = "gAAAAABsimulated-encrypted-reasoning==" if answer.thinking else None
-    steps.append(
-        ev.g2_message_result(mid, answer.text, reasoning_id=reasoning_id, reasoning_encrypted_content=encrypted)
-    )
+    steps.append(ev.g2_message_result(mid, content, reasoning_id=reasoning_id, reasoning_encrypted_content=encrypted))
     return steps
 
 
@@ -212,8 +231,8 @@ def generation_content(kind: MediaKind, tasks: list[MediaTask]) -> str:
 # --- abnormal streams (§3.4.6, §4.4) ---------------------------------------------------------
 
 
-def free_limit_script(project_id: str) -> list[Step]:
-    return [ev.project_start(project_id), ev.quota_exceeded_result()]
+def free_limit_script(project_id: str, reset_at_unix: int | None = None) -> list[Step]:
+    return [ev.project_start(project_id), ev.quota_exceeded_result(reset_at_unix)]
 
 
 def session_limit_script(project_id: str, reset_at_unix: int) -> list[Step]:
