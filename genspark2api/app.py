@@ -18,6 +18,7 @@ from .chat import ChatService
 from .chat_request import is_generation, parse_chat_request
 from .errors import ApiError
 from .generation_routes import generation_chat_completion, register_generation_routes
+from .media_links import MEDIA_PATH
 from .openai_types import ModelCard, ModelList, encoder
 from .ratelimit import RateLimiter
 from .runtime import Runtime
@@ -31,6 +32,10 @@ CORS_HEADERS = {
     "Access-Control-Expose-Headers": "X-Request-Id, X-Genspark-Model, Retry-After",
     "Access-Control-Max-Age": "86400",
 }
+
+# Paths under /v1/ answered without an API key (still rate-limited): capability URLs, where the
+# unguessable token in the path is the authorisation (media_links.py).
+PUBLIC_API_PATHS = (MEDIA_PATH,)
 
 HTTP_ERRORS = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
@@ -79,6 +84,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     secrets = [s.encode() for s in settings.api_secrets]
     prefix = settings.route_prefix
     blocked = set(settings.ip_black_list)
+    public_paths = tuple(prefix + p for p in PUBLIC_API_PATHS)
     api = Blueprint("api", "genspark2api.api", url_prefix=prefix + "/v1")
 
     @app.before_serving
@@ -110,7 +116,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 f"retry after {int(wait) + 1} s.", type="rate_limit_error", code="client_rate_limited",
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
-        if secrets:
+        if secrets and not path.startswith(public_paths):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             presented = token.strip().encode() if scheme.lower() == "bearer" else b""

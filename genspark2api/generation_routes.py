@@ -10,12 +10,15 @@
     GET    /v1/videos/<id>              one job
     GET    /v1/videos/<id>/content      the finished file, streamed from upstream
     DELETE /v1/videos/<id>              cancel (if running) and forget a job
+    GET    /v1/media/<token>[.ext]      a generated file behind a link (MEDIA_URLS=proxy, media_links.py);
+                                        no API key: the token is the authorisation
 
 `generation_chat_completion(runtime, params)` answers `/v1/chat/completions` for image and video
 models: the last user message's text is the prompt and its images are the references; the answer
-is markdown (`![image 1](url)`, `[video 1](url)`). Streaming sends the role chunk at once,
-`: keep-alive` comments while the tasks run, then the content, the finish chunk, the usage chunk
-when asked and `[DONE]`; a failure after the role chunk is an error event before `[DONE]`.
+is markdown (`![image 1](url)`, `[video 1](url)`, the URLs as MEDIA_URLS says). Streaming sends
+the role chunk at once, `: keep-alive` comments while the tasks run, then the content, the finish
+chunk, the usage chunk when asked and `[DONE]`; a failure after the role chunk is an error event
+before `[DONE]`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .compose import Content
 from .errors import ApiError, bad_request
 from .generation import Generated, GenerationJob, GenerationRun, MediaKind
 from .images import ReferenceSource, images_answer, load_references, parse_image_request
+from .media_links import MediaUrls, find_link, open_link, public_base
 from .openai_types import AssistantMessage, ChatCompletion, Choice, ImagePart, Usage, encoder
 from .runtime import Runtime
 from .videos import (
@@ -101,6 +105,13 @@ async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], lis
     return doc, []
 
 
+def request_media_urls(rt: Runtime) -> MediaUrls:
+    """How this request's generated files are named to its client (MEDIA_URLS)."""
+    if rt.settings.media_urls != "proxy":
+        return MediaUrls()
+    return MediaUrls(rt.media_links, public_base(rt.settings, request.scheme, request.host, request.headers))
+
+
 def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
     settings = runtime.settings
     store = VideoJobStore(settings.video_jobs_max, settings.video_jobs_ttl)
@@ -108,7 +119,8 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
     @api.post("/images/generations")
     async def images_generations() -> Response:
         doc, _ = await read_fields(())
-        return _json(await images_answer(runtime, parse_image_request(doc, settings.image_model)))
+        req = parse_image_request(doc, settings.image_model)
+        return _json(await images_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/images/edits")
     async def images_edits() -> Response:
@@ -117,12 +129,13 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
         if not req.references:
             raise bad_request("An edit needs at least one 'image' (a file, URL or base64).", param="image",
                               code="missing_required_parameter")
-        return _json(await images_answer(runtime, req))
+        return _json(await images_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/videos/generations")
     async def video_generations() -> Response:
         doc, _ = await read_fields(())
-        return _json(await video_generations_answer(runtime, parse_video_generation(doc)))
+        req = parse_video_generation(doc)
+        return _json(await video_generations_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/videos")
     async def video_jobs_create() -> Response:
@@ -165,15 +178,23 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
         job.scope.cancel()
         return _json(encoder.encode(VideoDeleted(job.id)))
 
+    @api.get("/media/<name>")
+    async def media_file(name: str) -> Response:
+        body, headers = await open_link(runtime, find_link(runtime.media_links, name))
+        response = Response(body, status=200, headers=headers)
+        response.timeout = None
+        return response
+
 
 # ------------------------------------------------------------------------------ chat-routed
 
 
-def render_markdown(kind: MediaKind, result: Generated) -> str:
+def render_markdown(kind: MediaKind, result: Generated, urls: tuple[str, ...]) -> str:
+    """`urls`: the result's files as the client gets them (MediaUrls.publish)."""
     if kind is MediaKind.IMAGE:
-        lines = [f"![image {i}]({url})" for i, url in enumerate(result.urls, 1)]
+        lines = [f"![image {i}]({url})" for i, url in enumerate(urls, 1)]
     else:
-        lines = [f"[video {i}]({url})" for i, url in enumerate(result.urls, 1)]
+        lines = [f"[video {i}]({url})" for i, url in enumerate(urls, 1)]
     if result.failed:
         total = len(result.urls) + len(result.failed)
         lines.append(f"({len(result.failed)} of {total} {kind.value}s could not be generated.)")
@@ -199,7 +220,7 @@ async def generation_chat_completion(rt: Runtime, params: ChatParams) -> Respons
                 sources.append(ReferenceSource(f"messages[{index}].content[{j}]", url=url))
     references = await load_references(sources, rt.settings)
     run = GenerationRun(rt, GenerationJob(kind, params.route.upstream[0], prompt, {}, references))
-    answer = ChatAnswer(rt, params, kind, prompt, run)
+    answer = ChatAnswer(rt, params, kind, prompt, run, request_media_urls(rt))
     if not params.stream:
         try:
             result = await run.outcome()
@@ -218,11 +239,13 @@ class ChatAnswer(SSEBody):
     (the reason this is a class, as chat.StreamBody): that cancels the generation.
     """
 
-    def __init__(self, rt: Runtime, params: ChatParams, kind: MediaKind, prompt: str, run: GenerationRun) -> None:
+    def __init__(self, rt: Runtime, params: ChatParams, kind: MediaKind, prompt: str, run: GenerationRun,
+                 media: MediaUrls) -> None:
         self.rt = rt
         self.params = params
         self.kind = kind
         self.run = run
+        self.media = media
         self.id = "chatcmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
         self.prompt_tokens = rt.counter.count(prompt)
@@ -231,8 +254,11 @@ class ChatAnswer(SSEBody):
         completion = self.rt.counter.count(content)
         return Usage(self.prompt_tokens, completion, self.prompt_tokens + completion)
 
+    def content(self, result: Generated) -> str:
+        return render_markdown(self.kind, result, self.media.publish(result.urls, result.lease, self.kind))
+
     def whole(self, result: Generated) -> bytes:
-        content = render_markdown(self.kind, result)
+        content = self.content(result)
         message = AssistantMessage(role="assistant", content=content)
         body = ChatCompletion(self.id, self.created, self.params.route.requested, [Choice(0, message, "stop")],
                               self.usage(content))
@@ -256,7 +282,7 @@ class ChatAnswer(SSEBody):
                     return
                 if result is None:
                     yield KEEPALIVE
-            content = render_markdown(self.kind, result)
+            content = self.content(result)
             tail = chunks.pieces([Content(content)]) + chunks.finish("stop")
             if self.params.include_usage:
                 tail += chunks.usage(self.usage(content))

@@ -13,7 +13,8 @@ Mapping decisions (genspark-protocol.md §2.2, openai-compat.md §2.7 item 25):
 * `quality` and `image_size` pass through; `quality` "hd"/"high" also sets upstream `hd`.
 * `n` (1–4) is sent as the image count and the answer holds at most `n` images.
 * `response_format` `b64_json` is raw base64 without a `data:` prefix (the old project's prefix
-  broke decoders); the files are fetched with the winning cookie.
+  broke decoders); the files are fetched with the winning cookie. `url` is Genspark's URL, or with
+  MEDIA_URLS=proxy a link on this service (media_links.py) that a client can always open.
 * Tasks that failed while others succeeded are listed in a `failed` array next to `data`.
 """
 
@@ -35,6 +36,7 @@ from .chat_request import MediaRef
 from .errors import ApiError, bad_request
 from .generation import Generated, GenerationJob, MediaKind, Reference, download_all, generate
 from .media import is_image, sniff_mime
+from .media_links import MediaUrls
 from .media_prep import load_media
 from .runtime import Runtime
 from .settings import Settings
@@ -239,20 +241,23 @@ async def load_references(sources: Sequence[ReferenceSource], settings: Settings
 # ------------------------------------------------------------------------------ answering
 
 
-async def images_answer(rt: Runtime, req: ImageRequest) -> bytes:
+async def images_answer(rt: Runtime, req: ImageRequest, media: MediaUrls) -> bytes:
     """Generate and answer `{"created", "data": [{"url"|"b64_json", "revised_prompt"}]}`."""
     references = await load_references(req.references, rt.settings)
     job = GenerationJob(MediaKind.IMAGE, req.model, req.prompt, req.options, references, req.n)
     result = await generate(rt, job)
-    return await generated_answer(rt, result, result.urls[: req.n], req.prompt, req.response_format)
+    return await generated_answer(rt, result, result.urls[: req.n], req.prompt, req.response_format,
+                                  media, MediaKind.IMAGE)
 
 
-async def generated_answer(rt: Runtime, result: Generated, urls: tuple[str, ...], prompt: str, response_format: str) -> bytes:
+async def generated_answer(rt: Runtime, result: Generated, urls: tuple[str, ...], prompt: str, response_format: str,
+                           media: MediaUrls, kind: MediaKind) -> bytes:
     """`{"created", "data": [...], "failed"?}` for images and for the synchronous video endpoint."""
     if response_format == "b64_json":
         files = await download_all(rt, result, urls)
         items = [ImageItem(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=prompt) for data in files]
     else:
-        items = [ImageItem(url=url, revised_prompt=prompt) for url in urls]
+        published = media.publish(urls, result.lease, kind)
+        items = [ImageItem(url=url, revised_prompt=prompt) for url in published]
     answer = ImagesResponse(int(time.time()), items, list(result.failed) if result.failed else UNSET)
     return msgspec.json.encode(answer)

@@ -1,9 +1,9 @@
 """The service's shared state, built once at start and passed down (no globals).
 
 `Runtime` owns the upstream client, the cookie pool, the failover runner, the conversation
-bindings, the token counter and the app's nursery, where background work runs with a deadline and
-its errors caught: an exception escaping into the app nursery would take the server down
-(python-stack.md §2.3).
+bindings, the media links (media_links.py), the token counter and the app's nursery, where
+background work runs with a deadline and its errors caught: an exception escaping into the app
+nursery would take the server down (python-stack.md §2.3).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import trio
 from .bindings import ConversationBindings
 from .errors import ApiError, upstream_error
 from .failover import FailoverRunner
+from .media_links import MediaLinks
 from .pool import CookiePool, CooldownPolicy
 from .settings import Settings
 from .upstream import GensparkClient
@@ -62,6 +63,7 @@ class Runtime:
             self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after, clock=clock
         )
         self.bindings = ConversationBindings(clock=clock)
+        self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None
         self.shutting_down = False

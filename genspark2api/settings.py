@@ -39,6 +39,7 @@ DEPRECATED = {
 
 CHAT_PROTOCOLS = ("ai_chat", "copilot")
 REASONING_FORMATS = ("reasoning_content", "think")
+MEDIA_URL_MODES = ("upstream", "proxy")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -117,6 +118,15 @@ def _route_prefix(name: str, raw: str) -> str:
     if any(c in value for c in "?#% ") or "//" in value:
         raise SettingsError(f"{name}={raw!r} is not a path prefix; use letters, digits, - _ . and /, e.g. hf")
     return "/" + value
+
+
+def _public_base_url(name: str, raw: str) -> str:
+    """The service's root as clients reach it: a URL, optionally with a path, without ?query or #."""
+    value = _url("http", "https")(name, raw)
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or raw.strip().endswith(("?", "#")):
+        raise SettingsError(f"{name}={raw!r} is not a base URL; use https://host[:port][/path] without ? or #")
+    return value
 
 
 def _model_chat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
@@ -216,6 +226,9 @@ class Settings:
     video_timeout: float = setting("VIDEO_TIMEOUT", 900.0, _seconds(0.1), "Overall deadline of a video generation, seconds")
     video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept in memory")
     video_jobs_ttl: float = setting("VIDEO_JOBS_TTL", 3600.0, _seconds(1), "How long a finished video job is kept, seconds")
+    media_urls: str = setting("MEDIA_URLS", "upstream", _choice(*MEDIA_URL_MODES), "upstream (Genspark's file URLs) or proxy (links on this service)")
+    public_base_url: str = setting("PUBLIC_BASE_URL", "", _public_base_url, "Base of proxied media links as clients see it; empty = from the request")
+    media_link_ttl: float = setting("MEDIA_LINK_TTL", 86400.0, _seconds(1), "How long a proxied media link stays valid, seconds")
 
     @classmethod
     def variables(cls) -> list[tuple[str, Var, Any]]:

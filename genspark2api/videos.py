@@ -19,18 +19,15 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import msgspec
 import trio
 from msgspec import UNSET, Struct, UnsetType
 
 from .catalog import VIDEO_MODELS
-from .errors import ApiError, bad_request, upstream_error
-from .events import UpstreamFailure
+from .errors import ApiError, bad_request
 from .generation import Generated, GenerationJob, GenerationRun, MediaKind, Reference, generate
 from .images import (
     RESPONSE_FORMATS,
@@ -44,6 +41,7 @@ from .images import (
     reference_sources,
     text_field,
 )
+from .media_links import FileBody, MediaUrls, open_file
 from .runtime import Runtime
 
 log = logging.getLogger("genspark2api.videos")
@@ -128,10 +126,10 @@ def parse_video_job(doc: Any, files: Sequence[ReferenceSource] = ()) -> VideoReq
 # ------------------------------------------------------------------------------ synchronous
 
 
-async def video_generations_answer(rt: Runtime, req: VideoRequest) -> bytes:
+async def video_generations_answer(rt: Runtime, req: VideoRequest, media: MediaUrls) -> bytes:
     references = await load_references(req.references, rt.settings)
     result = await generate(rt, req.job(references))
-    return await generated_answer(rt, result, result.urls, req.prompt, req.response_format)
+    return await generated_answer(rt, result, result.urls, req.prompt, req.response_format, media, MediaKind.VIDEO)
 
 
 # ------------------------------------------------------------------------------ jobs
@@ -302,29 +300,7 @@ def job_list(store: VideoJobStore, limit: int, after: str | None, *, ascending: 
 # ------------------------------------------------------------------------------ content
 
 
-class DownloadBody:
-    """A generated file streamed to the client; `aclose()` (called by Quart in every case) closes
-    the upstream response, even when the client left before the first chunk."""
-
-    def __init__(self, stack: AsyncExitStack, response: httpx.Response) -> None:
-        self._stack = stack
-        self._chunks = response.aiter_bytes()
-
-    def __aiter__(self) -> DownloadBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self._chunks.__anext__()
-        except httpx.HTTPError:
-            log.warning("video download broke off upstream")
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._stack.aclose()
-
-
-async def open_content(rt: Runtime, job: VideoJob) -> tuple[DownloadBody, dict[str, str]]:
+async def open_content(rt: Runtime, job: VideoJob) -> tuple[FileBody, dict[str, str]]:
     """Open the finished job's file upstream (GensparkClient.open_download, with its cookie)."""
     if job.status != "completed" or job.result is None:
         detail = f" It failed: {job.error.message}" if job.error else ""
@@ -332,20 +308,4 @@ async def open_content(rt: Runtime, job: VideoJob) -> tuple[DownloadBody, dict[s
                        param="video_id", code="video_not_ready")
     result = job.result
     cookie = result.lease.cookie if result.lease is not None else None
-    stack = AsyncExitStack()
-    try:
-        response = await stack.enter_async_context(rt.client.open_download(result.urls[0], cookie=cookie))
-        if response.status_code >= 300:
-            raise upstream_error(502, f"Genspark answered HTTP {response.status_code} for the video file.",
-                                 "upstream_download_failed")
-    except UpstreamFailure as exc:
-        await stack.aclose()
-        raise upstream_error(502, f"The video file could not be fetched: {exc.failure.detail}", exc.failure.code) from None
-    except BaseException:
-        await stack.aclose()
-        raise
-    headers = {"Content-Type": response.headers.get("content-type", "video/mp4")}
-    if "content-length" in response.headers and "content-encoding" not in response.headers:
-        headers["Content-Length"] = response.headers["content-length"]
-    return DownloadBody(stack, response), headers
-
+    return await open_file(rt.client, result.urls[0], cookie, what="video file", default_type="video/mp4")
