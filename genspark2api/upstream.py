@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -120,6 +120,12 @@ class GensparkClient:
         await self._http.aclose()
         await self._side.aclose()
 
+    def same_origin(self, url: str) -> bool:
+        """Whether `url` is on the configured upstream (scheme, host and port), the only place the
+        cookie may go; a string prefix would also match `https://www.genspark.ai.evil.example`."""
+        mine, theirs = urlsplit(self.base_url), urlsplit(url)
+        return (mine.scheme, mine.hostname, mine.port) == (theirs.scheme.lower(), theirs.hostname, theirs.port)
+
     def url(self, path: str) -> str:
         return urljoin(self.base_url + "/", path.lstrip("/"))
 
@@ -212,7 +218,7 @@ class GensparkClient:
     async def download(self, url: str, *, cookie: str | None, max_bytes: int) -> tuple[bytes, str | None]:
         """Fetch a generated file (images, videos) with the cookie and the proxy, size-capped."""
         headers = {"Accept": "*/*"}
-        if cookie and url.startswith(self.base_url):
+        if cookie and self.same_origin(url):
             headers["Cookie"] = cookie
         try:
             async with self._http.stream("GET", url, headers=headers, follow_redirects=True) as response:
@@ -233,7 +239,7 @@ class GensparkClient:
     async def open_download(self, url: str, *, cookie: str | None) -> AsyncIterator[httpx.Response]:
         """Stream a generated file to a client (video content)."""
         headers = {"Accept": "*/*"}
-        if cookie and url.startswith(self.base_url):
+        if cookie and self.same_origin(url):
             headers["Cookie"] = cookie
         try:
             async with self._http.stream("GET", url, headers=headers, follow_redirects=True) as response:

@@ -81,3 +81,4 @@ def test_overlong_line_is_an_error_not_a_memory_blow_up() -> None:
     decoder.feed(b"data: " + b"x" * 1000)
     with pytest.raises(LineTooLong):
         decoder.feed(b"y" * 100)
+
