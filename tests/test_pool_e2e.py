@@ -16,7 +16,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -604,28 +605,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_the_real_process_sighup_watcher_and_sigterm(sim: Simulator, tmp_path: Path) -> None:
-    a, b = cookie("ok"), cookie("ok")
-    path = tmp_path / "cookies.txt"
-    path.write_text(f"# one account\n{a}\n", encoding="utf-8")
+@asynccontextmanager
+async def service_process(sim: Simulator, log_path: Path, **env: str) -> AsyncIterator[tuple[trio.Process, httpx.AsyncClient]]:
+    """`python -m genspark2api` as a real process against the simulator, ready to serve; killed at the end."""
     port = free_port()
-    env = {
+    full = {
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TIKTOKEN_CACHE_DIR", "XDG_DATA_HOME")},
-        "GS_COOKIE_FILE": str(path), "GENSPARK_BASE_URL": sim.url, "HOST": "127.0.0.1", "PORT": str(port),  # type: ignore[attr-defined]
-        "REQUEST_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1",
+        "GENSPARK_BASE_URL": sim.url, "HOST": "127.0.0.1", "PORT": str(port),  # type: ignore[attr-defined]
+        "REQUEST_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1", **env,
     }
-    log_path = tmp_path / "service.log"
     with log_path.open("wb") as log_file:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "genspark2api"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "genspark2api"], env=full, stdout=log_file, stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
         )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-
-            async def pool_keys() -> set[str]:
-                return {row["key"] for row in (await http.get("/v1/pool")).json()["data"]}
-
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as http:
             with trio.fail_after(15):
                 while True:
                     try:
@@ -634,31 +629,45 @@ async def test_the_real_process_sighup_watcher_and_sigterm(sim: Simulator, tmp_p
                     except httpx.TransportError:
                         pass
                     await trio.sleep(0.05)
-            assert await pool_keys() == {key_of(a)}
-            response = await http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
-            assert response.status_code == 200 and chat_calls(sim) == [a]
-
-            path.write_text(f"{a}\n{b}\n", encoding="utf-8")
-            process.send_signal(signal.SIGHUP)
-            with trio.fail_after(3):
-                while await pool_keys() != {key_of(a), key_of(b)}:
-                    await trio.sleep(0.05)
-            assert "cookie reload (SIGHUP): 1 added, 0 removed" in log_path.read_text()
-
-            path.write_text(f"{b}\n", encoding="utf-8")  # no signal: the watcher notices (2 s period)
-            with trio.fail_after(5):
-                while await pool_keys() != {key_of(b)}:
-                    await trio.sleep(0.05)
-            assert "cookie reload (file changed): 0 added, 1 removed" in log_path.read_text()
-
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(5):
-            code = await process.wait()
-        assert code == 0, log_path.read_text()
+            yield process, http
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_real_process_sighup_watcher_and_sigterm(sim: Simulator, tmp_path: Path) -> None:
+    a, b = cookie("ok"), cookie("ok")
+    path = tmp_path / "cookies.txt"
+    path.write_text(f"# one account\n{a}\n", encoding="utf-8")
+    log_path = tmp_path / "service.log"
+    async with service_process(sim, log_path, GS_COOKIE_FILE=str(path)) as (process, http):
+
+        async def pool_keys() -> set[str]:
+            return {row["key"] for row in (await http.get("/v1/pool")).json()["data"]}
+
+        assert await pool_keys() == {key_of(a)}
+        response = await http.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200 and chat_calls(sim) == [a]
+
+        path.write_text(f"{a}\n{b}\n", encoding="utf-8")
+        process.send_signal(signal.SIGHUP)
+        with trio.fail_after(3):
+            while await pool_keys() != {key_of(a), key_of(b)}:
+                await trio.sleep(0.05)
+        assert "cookie reload (SIGHUP): 1 added, 0 removed" in log_path.read_text()
+
+        path.write_text(f"{b}\n", encoding="utf-8")  # no signal: the watcher notices (2 s period)
+        with trio.fail_after(5):
+            while await pool_keys() != {key_of(b)}:
+                await trio.sleep(0.05)
+        assert "cookie reload (file changed): 0 added, 1 removed" in log_path.read_text()
+
+        await http.aclose()  # an idle keep-alive connection would hold hypercorn's graceful wait
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(5):
+            code = await process.wait()
+        assert code == 0, log_path.read_text()
     output = log_path.read_text()
     assert a not in output and b not in output  # the start-up summary and reloads log masked cookies only
     assert mask_cookie("session_id=" + a) in output
@@ -851,95 +860,19 @@ async def test_the_pool_endpoint_needs_the_api_key(nursery: trio.Nursery, sim: S
 async def test_sigterm_ends_streams_in_flight_with_an_error_event(sim: Simulator, tmp_path: Path) -> None:
     """A stream still running at SIGTERM ends with an error event and [DONE], then the process exits 0."""
     sim.answer_delay = 1.0  # a long answer: one delta a second
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TIKTOKEN_CACHE_DIR")},
-        "GS_COOKIE": cookie("ok"), "GENSPARK_BASE_URL": sim.url, "HOST": "127.0.0.1", "PORT": str(port),  # type: ignore[attr-defined]
-        "REQUEST_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1", "STREAM_KEEPALIVE_SECONDS": "0.5",
-    }
     log_path = tmp_path / "service.log"
-    with log_path.open("wb") as log_file:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "genspark2api"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as http:
-            with trio.fail_after(15):
-                while True:
-                    try:
-                        if (await http.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
-            body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "a long answer " * 20}]}
-            lines: list[str] = []
-            with trio.fail_after(12):
-                async with http.stream("POST", "/v1/chat/completions", json=body) as response:
-                    async for line in response.aiter_lines():
-                        lines.append(line)
-                        if '"content":"[' in line:
-                            process.send_signal(signal.SIGTERM)
-        assert lines[-2:] == ["data: [DONE]", ""] or lines[-1] == "data: [DONE]", lines[-4:]
+    async with service_process(sim, log_path, GS_COOKIE=cookie("ok"), STREAM_KEEPALIVE_SECONDS="0.5") as (process, http):
+        body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "a long answer " * 20}]}
+        lines: list[str] = []
+        with trio.fail_after(12):
+            async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    lines.append(line)
+                    if '"content":"[' in line:
+                        process.send_signal(signal.SIGTERM)
+        assert "data: [DONE]" in lines[-2:], lines[-4:]
         errors = [json.loads(line[6:]) for line in lines if line.startswith('data: {"error"')]
         assert errors and errors[0]["error"]["code"] == "service_shutting_down"
         with trio.fail_after(8):
             code = await process.wait()
         assert code == 0, log_path.read_text()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-# ------------------------------------------------------------------------------ refused requests, flaky cookies
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "protocol", "stream"),
-    [
-        ("chat", "ai_chat", False), ("chat", "ai_chat", True), ("chat", "copilot", False), ("chat", "copilot", True),
-        ("/v1/images/generations", "copilot", False), ("/v1/videos/generations", "copilot", False),
-    ],
-)
-async def test_upstream_refusing_the_request_is_a_400_that_spares_the_cookie(
-    nursery: trio.Nursery, sim: Simulator, endpoint: str, protocol: str, stream: bool
-) -> None:
-    # bad-request: HTTP 400 {"status":400,"message":"invalid request: messages"}, the body's fault.
-    refused, spare = cookie("bad-request"), cookie("ok")
-    service = await serve(nursery, sim, [refused, spare], GENSPARK_CHAT_PROTOCOL=protocol)
-    if endpoint == "chat":
-        reply = await ask(service, stream=stream)
-    else:
-        async with service.http() as http:
-            response = await http.post(endpoint, json={"prompt": "a red fox"})
-        reply = Reply(response.status_code, response.headers, error=response.json()["error"])
-    assert (reply.status, reply.error["type"], reply.error["code"]) == (400, "invalid_request_error", "upstream_bad_request")
-    assert reply.headers["content-type"] == "application/json" and not reply.after_answer
-    assert "invalid request: messages" in reply.error["message"]
-    asks = [r.session_id for r in sim.requests if r.path in CHAT_PATHS]
-    assert asks == [refused]  # the same body would be refused on any cookie
-    rows = await pool_rows(service)
-    assert all((r["state"], r["failures"], r["consecutive_failures"]) == ("healthy", 0, 0) for r in rows.values())
-
-
-async def test_a_flaky_cookie_is_used_again_once_its_rate_limit_is_over(nursery: trio.Nursery, sim: Simulator) -> None:
-    # flaky: the first ask is answered "Rate limit exceeded cf1" (429), every later one normally.
-    clock = FakeClock(time.time())
-    flaky, steady = cookie("flaky"), cookie("ok")
-    service = await serve(nursery, sim, [flaky, steady], {"clock": clock}, RATE_LIMIT_COOKIE_LOCK_DURATION="100")
-    assert answered(await ask(service))
-    row = (await pool_rows(service))[key_of(flaky)]
-    assert (row["state"], row["reason"], row["failures"], row["consecutive_failures"]) == (
-        "cooling", "upstream_rate_limited", 1, 1,
-    )
-    assert row["until"] == pytest.approx(clock() + 100)
-    clock.advance(99)
-    assert answered(await ask(service))  # still locked: the steady cookie answers
-    assert chat_calls(sim) == [flaky, steady, steady]
-    clock.advance(2)
-    assert answered(await ask(service, stream=True))  # the lock is over: least recently used again
-    assert chat_calls(sim) == [flaky, steady, steady, flaky]
-    row = (await pool_rows(service))[key_of(flaky)]
-    assert (row["state"], row["consecutive_failures"], row["failures"], row["successes"]) == ("healthy", 0, 1, 1)
