@@ -83,9 +83,8 @@ class ChatService:
         job_turns = [(m.role, m.content if isinstance(m.content, str) else "", None) for m in messages]
         prompt_tokens = await count_messages_async(self.rt.counter, job_turns) + media.token_estimate
         history = [history_text(m) for m in params.messages]
-        pinned = dict(settings.model_chat_map).get(params.route.requested) or dict(settings.model_chat_map).get(
-            ",".join(params.route.upstream)
-        )
+        pins = dict(settings.model_chat_map)
+        pinned = pins.get(params.route.requested) or pins.get(",".join(params.route.upstream))
         binding = None
         if settings.auto_model_chat_map and pinned is None:
             binding = self.rt.bindings.lookup(params.route.requested, _before_latest_turn(history))

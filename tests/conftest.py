@@ -100,3 +100,23 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def read_request_head(stream: trio.SocketStream) -> bytes | None:
+    """The head of one HTTP request on a raw test server (None if the client left first)."""
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    return buffer.split(b"\r\n\r\n", 1)[0]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (free at the time of the call)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -25,6 +25,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import read_request_head
 from genspark2api import netguard
 from genspark2api.netguard import (
     FetchFailed,
@@ -219,13 +220,10 @@ def _response(status: str, headers: list[tuple[str, str]], body: bytes = b"") ->
 
 
 async def _handle(server: Server, stream: trio.SocketStream) -> None:
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return
-        buffer += chunk
-    lines = buffer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    head = await read_request_head(stream)
+    if head is None:
+        return
+    lines = head.decode("latin-1").split("\r\n")
     target = lines[0].split(" ")[1]
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     server.requests.append((target, headers))

@@ -30,7 +30,7 @@ from genspark2api.pool import cookie_key, normalize_cookie_entry
 from genspark2api.redact import mask_cookie
 from genspark2api.simulator import Simulator
 
-from conftest import FakeClock, Service, sse_frames, start_service
+from conftest import FakeClock, Service, free_port, sse_frames, start_service
 
 MODEL = "gpt-5.4"
 CHAT_PATHS = ("/api/copilot/ask", "/api/agent/ask_proxy")
@@ -597,12 +597,6 @@ def test_an_unreadable_cookie_file_stops_the_start(tmp_path: Path, capsys: pytes
     missing = tmp_path / "missing.txt"
     assert main([], {"GS_COOKIE_FILE": str(missing)}) == 2
     assert f"GS_COOKIE_FILE='{missing}' cannot be read" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -19,7 +18,7 @@ import openai
 import pytest
 import trio
 
-from conftest import ServiceFactory
+from conftest import ServiceFactory, free_port, read_request_head
 from genspark2api.compose import AnswerComposer, ComposeOptions
 from genspark2api.events import ReasoningDelta, TextDelta
 from genspark2api.simulator import key_of_storage_url
@@ -65,12 +64,9 @@ async def serve_bytes(nursery: trio.Nursery, body: bytes, content_type: str) -> 
     server = FileServer("")
 
     async def handle(stream: trio.SocketStream) -> None:
-        request = b""
-        while b"\r\n\r\n" not in request:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                return
-            request += chunk
+        request = await read_request_head(stream)
+        if request is None:
+            return
         server.hits.append(request.split(b"\r\n", 1)[0])
         head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         await stream.send_all(head.encode() + body)
@@ -83,10 +79,7 @@ async def serve_bytes(nursery: trio.Nursery, body: bytes, content_type: str) -> 
 
 def dead_url() -> str:
     """A loopback URL where nothing listens: the connection is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/gone.png"
+    return f"http://127.0.0.1:{free_port()}/gone.png"
 
 
 def chat_body(sim: Any, protocol: str) -> dict[str, Any]:
