@@ -13,9 +13,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
-from .catalog import MODELS_CREATED, listed_models, owned_by
+from .catalog import MODELS_CREATED, UnknownModel, owned_by
 from .chat import ChatService
-from .chat_request import is_generation, parse_chat_request
+from .chat_request import is_generation, model_not_found, parse_chat_request
 from .errors import ApiError
 from .generation_routes import generation_chat_completion, register_generation_routes
 from .media_links import MEDIA_PATH
@@ -182,15 +182,16 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.get("/models")
     async def models() -> Response:
-        cards = [ModelCard(m, MODELS_CREATED, owned_by(m)) for m, _ in listed_models()]
+        cards = [ModelCard(m, MODELS_CREATED, owned_by(m)) for m, _ in runtime.catalog.listed()]
         return json_response(encoder.encode(ModelList(cards)))
 
     @api.get("/models/<path:model_id>")
     async def model(model_id: str) -> Response:
-        for m, _ in listed_models():
-            if m == model_id:
-                return json_response(encoder.encode(ModelCard(m, MODELS_CREATED, owned_by(m))))
-        raise ApiError(404, f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        catalog = runtime.catalog
+        known = {m for m, _ in catalog.listed()} | set(catalog.aliases())
+        if model_id in known:
+            return json_response(encoder.encode(ModelCard(model_id, MODELS_CREATED, owned_by(model_id))))
+        raise model_not_found(UnknownModel(model_id, catalog.suggest(model_id)))
 
     @api.get("/pool")
     async def pool() -> Response:
@@ -199,7 +200,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
-        params = parse_chat_request(await request.get_data())
+        params = parse_chat_request(await request.get_data(), runtime.catalog)
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
         prepared = await chat.prepare(params)
@@ -222,7 +223,7 @@ def pool_status(runtime: Runtime) -> list[dict[str, object]]:
             "cookie": s.masked, "key": s.key, "state": str(s.state), "reason": s.reason, "until": s.until,
             "in_flight": s.in_flight, "successes": s.successes, "failures": s.failures,
             "consecutive_failures": s.consecutive_failures, "last_used": s.last_used,
-            "last_error": s.last_error_detail,
+            "last_error": s.last_error_detail, "substitutions": s.substitutions,
         }
         for s in runtime.pool.snapshot()
     ]

@@ -1,5 +1,13 @@
-"""Conversation affinity: a follow-up turn goes back to the cookie and upstream chat (project)
-that answered the turn before.
+"""Conversation affinity: a follow-up turn goes back to the cookie and upstream thread (project)
+that answered the turn before, and continues it there.
+
+genspark-protocol.md §12.3: the server keeps the thread. A follow-up sends only the new turn with
+the project id and the last `_event_index` seen, on the account that owns the project; a whole
+transcript resent into an existing project comes back blank or as a refusal. So a binding is valid
+only while it is the project's *head*, the conversation exactly as the project holds it: once a
+turn has been added on top, the older state (a client regenerating or editing its last turn, or
+trimming history) no longer matches, and that conversation starts a new project with its whole
+transcript.
 
 Why (genspark-protocol.md §5.5): a fresh Genspark chat may silently switch or degrade the model,
 and a project already holds the earlier turns. deanxv bound one project per (cookie, model), so
@@ -30,6 +38,7 @@ class Binding:
     cookie_key: str
     project_id: str
     created: float
+    last_event_index: int = -1   # §12.3: the next turn's `last_seen_event_index`
 
 
 def _canonical_text(text: str) -> str:
@@ -61,6 +70,7 @@ class ConversationBindings:
         self._clock = clock
         # key -> (binding, stored at); order = least recently used first.
         self._entries: OrderedDict[str, tuple[Binding, float]] = OrderedDict()
+        self._heads: dict[str, str] = {}   # project id -> the key of the conversation it holds now
 
     def __len__(self) -> int:
         self._purge()
@@ -77,7 +87,10 @@ class ConversationBindings:
             return None
         binding, stored = item
         if self._expired(stored, self._clock()):
-            del self._entries[key]
+            self._drop(key)
+            return None
+        if self._heads.get(binding.project_id) != key:
+            self._drop(key)   # the project has moved on: this is an older branch of it
             return None
         self._entries.move_to_end(key)
         return binding
@@ -86,18 +99,28 @@ class ConversationBindings:
         """Bind the conversation as it stands after the answer just produced."""
         now = self._clock()
         key = conversation_key(model, history_with_answer)
+        old_head = self._heads.get(binding.project_id)
+        if old_head is not None and old_head != key:
+            self._drop(old_head)
         self._entries[key] = (binding, now)
         self._entries.move_to_end(key)
+        self._heads[binding.project_id] = key
         while self._entries:
             oldest_key, (_, stored) = next(iter(self._entries.items()))
             if len(self._entries) <= self._max_entries and not self._expired(stored, now):
                 break
-            del self._entries[oldest_key]
+            self._drop(oldest_key)
 
-    def forget_cookie(self, cookie_key: str) -> None:
-        """Drop every binding to a cookie (removed from the pool, or disabled)."""
-        for key in [k for k, (binding, _) in self._entries.items() if binding.cookie_key == cookie_key]:
-            del self._entries[key]
+    def forget_project(self, project_id: str) -> None:
+        """Drop the binding of a project upstream no longer knows (HTTP 500, §12.5 E21)."""
+        head = self._heads.get(project_id)
+        if head is not None:
+            self._drop(head)
+
+    def _drop(self, key: str) -> None:
+        item = self._entries.pop(key, None)
+        if item is not None and self._heads.get(item[0].project_id) == key:
+            del self._heads[item[0].project_id]
 
     def bound_projects(self) -> set[str]:
         """Project ids still bound to a live conversation (never auto-delete these, §5.9)."""
@@ -110,4 +133,4 @@ class ConversationBindings:
     def _purge(self) -> None:
         now = self._clock()
         for key in [k for k, (_, stored) in self._entries.items() if self._expired(stored, now)]:
-            del self._entries[key]
+            self._drop(key)

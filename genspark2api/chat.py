@@ -23,16 +23,18 @@ from typing import Any
 import trio
 
 from .bindings import Binding
+from .catalog import served_matches
 from .chat_request import ChatParams, history_text, upstream_turns
 from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
+from .classify import Failure, FailureKind
 from .compose import AnswerComposer, ComposeOptions
 from .errors import ApiError
-from .events import ModelsReported, ProjectStarted, UpstreamFailure
+from .events import ModelServed, ModelsReported, ProjectStarted, ThreadPosition, UpstreamFailure, UsageReported
 from .failover import Completed, Failed, RunItem, Won
 from .media_prep import PreparedMedia, materialize_messages, prepare_media
 from .openai_types import AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, ToolCallOut, Usage, encoder
 from .pool import Lease
-from .protocols import ChatJob, UpstreamMessage, chat_adapter
+from .protocols import NEW_THREAD, ChatJob, Thread, UpstreamMessage, chat_adapter, content_text
 from .runtime import Runtime
 from .toolprompt import render_assistant_tool_calls, render_tool_instruction
 from .usage import count_messages_async
@@ -46,20 +48,30 @@ SSE_HEADERS = {
 }
 
 
+# A cookie served another model than asked this many times in a row is rested (MODEL_SUBSTITUTION=cool).
+SUBSTITUTION_STREAK = 3
+SUBSTITUTION_REST_SECONDS = 600.0
+
+
 @dataclass(slots=True)
 class PreparedChat:
     params: ChatParams
-    job: ChatJob
+    job: ChatJob                             # the whole transcript: a new thread's first turn
+    followup: ChatJob | None                 # only the turns the bound project has not seen (§12.3)
     media: PreparedMedia
     history: list[tuple[str, str]]           # (role, text) of the client's messages, for bindings
+    binding_key: str                         # the model part of the conversation key (bindings.py)
     binding: Binding | None
     pinned_project: str | None
     prompt_tokens: int
     completion_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     project_id: str | None = None
+    event_index: int | None = None           # ThreadPosition of the winning attempt
     lease: Lease | None = None
     models: tuple[str, ...] = ()
+    served: str | None = None                # `_llm_model`: the model that really answered (§12.8.3)
+    reported_usage: UsageReported | None = None
 
 
 class ChatService:
@@ -83,27 +95,78 @@ class ChatService:
         job_turns = [(m.role, m.content if isinstance(m.content, str) else "", None) for m in messages]
         prompt_tokens = await count_messages_async(self.rt.counter, job_turns) + media.token_estimate
         history = [history_text(m) for m in params.messages]
+        # The tool set is part of what a project was told on its first turn: another set, another thread.
+        binding_key = params.route.requested + ("\x00" + instruction if instruction else "")
         pins = dict(settings.model_chat_map)
         pinned = pins.get(params.route.requested) or pins.get(",".join(params.route.upstream))
+        earlier = _before_latest_turn(history)
         binding = None
         if settings.auto_model_chat_map and pinned is None:
-            binding = self.rt.bindings.lookup(params.route.requested, _before_latest_turn(history))
-        prepared = PreparedChat(params, job, media, history, binding, pinned, prompt_tokens)
+            binding = self.rt.bindings.lookup(binding_key, earlier)
+        followup = None
+        if binding is not None or pinned is not None:
+            new = [UpstreamMessage(role, text) for i, role, text in turns if i is not None and i >= len(earlier)]
+            followup = ChatJob(params.route, new) if new else None
+        prepared = PreparedChat(params, job, followup, media, history, binding_key, binding, pinned, prompt_tokens)
         # Turn index -> client message index, so media can be placed in the right message.
         prepared.media.turn_of_message = {i: k for k, (i, _, _) in enumerate(turns) if i is not None}
         return prepared
 
+    def _followup_media(self, chat: PreparedChat) -> PreparedMedia:
+        """The media of the follow-up's turns, indexed by their place in `chat.followup`."""
+        first = len(_before_latest_turn(chat.history))
+        media = PreparedMedia(parts={i: p for i, p in chat.media.parts.items() if i >= first})
+        media.turn_of_message = {i: i - first for i in media.parts}
+        return media
+
     # ------------------------------------------------------------------ one attempt
 
-    async def attempt(self, chat: PreparedChat, lease: Lease, emit: Any) -> None:
-        project_id = chat.pinned_project
+    def _thread_for(self, chat: PreparedChat, lease: Lease) -> tuple[Thread, ChatJob, PreparedMedia]:
+        """Where this attempt's turn goes, and what it sends (§12.3).
+
+        The owner cookie of a bound conversation continues its project with only the new turns;
+        any other cookie (the owner is cooling, dead or full) starts a new project with the whole
+        transcript, since a thread cannot be continued by another account. Copilot (G1) keeps no
+        server-side history: it always gets the whole transcript, with the project id when bound.
+        """
+        project_id, last_index = chat.pinned_project, -1
         if project_id is None and chat.binding is not None and chat.binding.cookie_key == lease.key:
-            project_id = chat.binding.project_id
+            project_id, last_index = chat.binding.project_id, chat.binding.last_event_index
+        if project_id is None:
+            return NEW_THREAD, chat.job, chat.media
+        thread = Thread(project_id, last_index)
+        if self.adapter.server_keeps_history and chat.followup is not None:
+            return thread, chat.followup, self._followup_media(chat)
+        return thread, chat.job, chat.media
+
+    async def attempt(self, chat: PreparedChat, lease: Lease, emit: Any) -> None:
+        thread, job, media = self._thread_for(chat, lease)
+
+        async def observed(event: Any) -> None:
+            if isinstance(event, ModelServed):
+                self._check_served(chat, lease, event.model)
+            await emit(event)
+
+        try:
+            await self._turn(job, media, thread, lease, observed)
+        except UpstreamFailure as exc:
+            # §12.5 E21: a stale, deleted or foreign project answers HTTP 500, and another account
+            # does not help. Forget it and start over on this cookie with the whole transcript.
+            if not thread.continues or exc.failure.code != "upstream_internal_error" or chat.pinned_project:
+                raise
+            log.warning("project %s of %s is gone upstream (HTTP 500): starting a new thread", thread.project_id, lease.masked)
+            self.rt.bindings.forget_project(thread.project_id or "")
+            chat.binding = None
+            await self._turn(chat.job, chat.media, NEW_THREAD, lease, observed)
+
+    async def _turn(self, job: ChatJob, media: PreparedMedia, thread: Thread, lease: Lease, emit: Any) -> None:
         token = await self.rt.client.recaptcha_token(lease.cookie)
-        messages = await materialize_messages(chat.job.messages, chat.media, self.rt.client, lease)
-        job = ChatJob(chat.job.route, messages)
-        body = self.adapter.body(job, project_id, token)
-        translator = self.adapter.translator(job)
+        messages = await materialize_messages(job.messages, media, self.rt.client, lease)
+        if thread.continues and self.adapter.server_keeps_history:
+            messages = [_merge_turns(messages)]   # §12.2.4: one new user message
+        job = ChatJob(job.route, messages)
+        body = self.adapter.body(job, thread, token)
+        translator = self.adapter.translator(job, now=time.time())
         async with self.rt.client.open_stream(
             self.adapter.path, cookie=lease.cookie, json=body, referer=self.adapter.referer
         ) as stream:
@@ -113,7 +176,7 @@ class ChatService:
                 for out in translator.feed(event):
                     await emit(out)
                 if translator.done:
-                    break  # §3.1: message_result is the last event; don't wait for the close
+                    break  # the last event (§3.1 message_result, §12.4.1 FINISHED); don't wait for the close
             if not translator.done:
                 failure = stream.failure_from_other_text()
                 if failure is not None:
@@ -181,12 +244,38 @@ class ChatService:
             search_sources=self.settings.search_sources,
         )
 
+    def _check_served(self, chat: PreparedChat, lease: Lease, served: str) -> None:
+        """§12.8.3: an unknown or unavailable id is silently served by another model; only
+        `_llm_model` says so. Counted per cookie; MODEL_SUBSTITUTION decides what else happens."""
+        requested = chat.params.route.upstream[0]   # MoA: `_llm_model` names the lead (§12.4.5)
+        substituted = not served_matches(requested, served)
+        streak = self.rt.pool.note_served(lease.key, requested, served, substituted=substituted)
+        if not substituted:
+            return
+        log.warning("model substitution: asked %s, Genspark served %s (cookie %s)", requested, served, lease.masked)
+        policy = self.settings.model_substitution
+        if policy == "failover" and not chat.params.stream:
+            raise UpstreamFailure(Failure(
+                FailureKind.NETWORK, "upstream_model_substituted",
+                f"Genspark served {served} instead of {requested} on this cookie (genspark-protocol.md §12.8.3); "
+                "MODEL_SUBSTITUTION=failover tries another cookie.",
+            ))
+        if policy == "cool" and streak >= SUBSTITUTION_STREAK:
+            self.rt.pool.cool(lease.key, SUBSTITUTION_REST_SECONDS, "upstream_model_substituted",
+                              f"served {served} instead of {requested} {streak} times in a row")
+
     def observe(self, chat: PreparedChat, item: RunItem) -> None:
-        """Bookkeeping on items as they pass: winner, project id, reported model."""
+        """Bookkeeping on items as they pass: winner, project id, served model, thread position."""
         if isinstance(item, Won):
             chat.lease = item.lease
         elif isinstance(item, ProjectStarted):
             chat.project_id = item.project_id
+        elif isinstance(item, ThreadPosition):
+            chat.event_index = item.event_index
+        elif isinstance(item, ModelServed):
+            chat.served = item.model
+        elif isinstance(item, UsageReported):
+            chat.reported_usage = item
         elif isinstance(item, ModelsReported):
             chat.models = item.models
             wanted = set(chat.params.route.upstream)
@@ -207,10 +296,12 @@ class ChatService:
             if composer.calls:
                 calls = [(c.id, c.name, c.arguments) for c in composer.calls]
                 answer = render_assistant_tool_calls(answer or None, calls)
+            if self.adapter.server_keeps_history and chat.event_index is None:
+                return  # the turn never reached FINISHED: the project's state is unknown (§12.10)
             conversation = chat.history + [("assistant", answer)]
-            self.rt.bindings.remember(
-                chat.params.route.requested, conversation, Binding(chat.lease.key, chat.project_id, time.time())
-            )
+            binding = Binding(chat.lease.key, chat.project_id, time.time(),
+                              chat.event_index if chat.event_index is not None else -1)
+            self.rt.bindings.remember(chat.binding_key, conversation, binding)
         elif settings.auto_del_chat:
             self.delete_project(chat.lease, chat.project_id)
 
@@ -222,13 +313,19 @@ class ChatService:
 
     def usage(self, chat: PreparedChat, composer: AnswerComposer) -> Usage:
         completion, reasoning = composer.completion_tokens()
-        return Usage(
-            chat.prompt_tokens, completion, chat.prompt_tokens + completion, CompletionTokensDetails(reasoning)
-        )
+        prompt = chat.prompt_tokens
+        reported = chat.reported_usage
+        if reported is not None and not composer.cut:
+            # §12.4.2 `_llm_usage`: Genspark's own counts beat our estimate, unless stop or
+            # max_tokens cut the answer short of what it counted.
+            prompt, completion = reported.prompt_tokens, reported.completion_tokens
+        return Usage(prompt, completion, prompt + completion, CompletionTokensDetails(reasoning))
 
     def headers(self, chat: PreparedChat) -> dict[str, str]:
         headers = {"X-Request-Id": chat.completion_id}
-        if chat.models:
+        if chat.served:
+            headers["X-Genspark-Model"] = chat.served
+        elif chat.models:
             headers["X-Genspark-Model"] = ",".join(chat.models)
         return headers
 
@@ -278,7 +375,7 @@ class ChatService:
                     if isinstance(item, Failed):
                         raise item.error
                     held.append(item)
-                    if not isinstance(item, Won | ProjectStarted | ModelsReported):
+                    if not isinstance(item, Won | ProjectStarted | ModelsReported | ModelServed | UsageReported):
                         break
         except BaseException:
             scope.cancel()
@@ -361,6 +458,18 @@ class StreamBody(SSEBody):
         finally:
             self.scope.cancel()
             self.recv.close()
+
+
+def _merge_turns(messages: list[UpstreamMessage]) -> UpstreamMessage:
+    """The new turns of a follow-up as the one user message §12.2.4 sends (tool results included)."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0]
+    if all(isinstance(m.content, str) for m in messages):
+        return UpstreamMessage("user", "\n\n".join(content_text(m.content) for m in messages))
+    parts: list[dict[str, Any]] = []
+    for m in messages:
+        parts += [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content
+    return UpstreamMessage("user", parts)
 
 
 def _before_latest_turn(history: list[tuple[str, str]]) -> list[tuple[str, str]]:

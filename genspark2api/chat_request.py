@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .catalog import ModelKind, ModelRoute, route_model
+from .catalog import DEFAULT_CATALOG, Catalog, ModelKind, ModelRoute, UnknownModel
 from .errors import ApiError, bad_request, from_validation_error
 from .openai_types import (
     AudioPart,
@@ -72,17 +72,23 @@ class ChatParams:
     tools: ToolSetup | None
 
 
-def parse_chat_request(body: bytes) -> ChatParams:
+def parse_chat_request(body: bytes, catalog: Catalog = DEFAULT_CATALOG) -> ChatParams:
     if not body.strip():
         raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
     try:
         req = chat_request_decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise from_validation_error(exc) from None
-    return validate(req)
+    return validate(req, catalog)
 
 
-def validate(req: ChatRequest) -> ChatParams:
+def model_not_found(exc: UnknownModel) -> ApiError:
+    """OpenAI's 404 for an unknown model, with the likely meant id (catalog.py says why we refuse)."""
+    hint = f" Did you mean '{exc.suggestion}'?" if exc.suggestion else " See GET /v1/models for the ids this service serves."
+    return ApiError(404, f"The model '{exc.name}' does not exist.{hint}", param="model", code="model_not_found")
+
+
+def validate(req: ChatRequest, catalog: Catalog = DEFAULT_CATALOG) -> ChatParams:
     if not req.model.strip():
         raise bad_request("'model' must be a non-empty string.", param="model", code="invalid_value")
     if req.messages is msgspec.UNSET:
@@ -107,7 +113,10 @@ def validate(req: ChatRequest) -> ChatParams:
         if len(req.stop) > MAX_STOPS:
             raise bad_request(f"'stop' takes at most {MAX_STOPS} strings.", param="stop", code="invalid_value")
         stops = tuple(s for s in req.stop if s)
-    route = route_model(req.model)
+    try:
+        route = catalog.route(req.model)
+    except UnknownModel as exc:
+        raise model_not_found(exc) from None
     return ChatParams(
         route=route,
         messages=req.messages,

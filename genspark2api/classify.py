@@ -25,7 +25,9 @@ import msgspec
 
 
 class FailureKind(enum.StrEnum):
-    RATE_LIMITED = "rate_limited"          # §4.1 E3, E12 throttle texts: account, temporary
+    RATE_LIMITED = "rate_limited"          # §4.1 E3, E12, §12.5 E17 throttle texts: account, temporary
+    THROTTLED = "throttled"                # §12.5 E18 HTTP 429 (concurrency/rate): account, short, growing
+    PLACEHOLDER = "placeholder"            # §12.5 E15 canned non-answer: account, a minute
     QUOTA_EXHAUSTED = "quota_exhausted"    # §4.1 E5, E12 "积分已用完": account, temporary
     SESSION_LIMIT = "session_limit"        # §4.1 E9: account, temporary, reset time given
     ACCOUNT_DEAD = "account_dead"          # §4.1 E4, E11: account, permanent
@@ -33,12 +35,16 @@ class FailureKind(enum.StrEnum):
     OVERLOADED = "overloaded"              # §4.1 E6: in practice a failed reCAPTCHA check
     UPSTREAM_WIDE = "upstream_wide"        # §4.1 E7, E8, E10, any 5xx: nobody's cookie to blame
     REQUEST = "request"                    # the request itself was refused: back to the client
+    DECLINED = "declined"                  # §12.5 E23 content filter: nobody's fault, try a fresh thread
 
 
 _ACCOUNT_KINDS = frozenset(
-    {FailureKind.RATE_LIMITED, FailureKind.QUOTA_EXHAUSTED, FailureKind.SESSION_LIMIT, FailureKind.ACCOUNT_DEAD}
+    {FailureKind.RATE_LIMITED, FailureKind.THROTTLED, FailureKind.PLACEHOLDER, FailureKind.QUOTA_EXHAUSTED,
+     FailureKind.SESSION_LIMIT, FailureKind.ACCOUNT_DEAD}
 )
-_RETRY_ELSEWHERE_KINDS = _ACCOUNT_KINDS | {FailureKind.NETWORK, FailureKind.OVERLOADED}
+_RETRY_ELSEWHERE_KINDS = _ACCOUNT_KINDS | {FailureKind.NETWORK, FailureKind.OVERLOADED, FailureKind.DECLINED}
+# Kinds that cost the cookie nothing: not its fault.
+BLAMELESS_KINDS = frozenset({FailureKind.UPSTREAM_WIDE, FailureKind.REQUEST, FailureKind.DECLINED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,9 @@ _FLAGS = re.IGNORECASE | re.DOTALL
 
 # §4.1 E1: the Cloudflare challenge page. Any one marker suffices; "Just a moment" only counts
 # on an HTML page because it is ordinary English.
-_CF_CHALLENGE = re.compile(r"_cf_chl_opt|cf_chl_|challenge-platform", _FLAGS)
+_CF_CHALLENGE = re.compile(r"_cf_chl_opt|cf_chl_|challenge-platform|cf-browser-verification", _FLAGS)
+# §12.5 E19b: TT's markers of a Cloudflare 403 (fingerprint or IP, not the cookie).
+_CF_ATTENTION = re.compile(r"attention\s+required", _FLAGS)
 _CF_JUST_A_MOMENT = re.compile(r"just\s+a\s+moment", _FLAGS)
 # §4.1 E2: the Cloudflare block (WAF) page.
 _CF_BLOCK = re.compile(
@@ -120,12 +128,6 @@ _THROTTLE = re.compile(r"too\s+quickly|too\s+many\s+requests|rate[\s_-]?limit", 
 _CREDITS_GONE = re.compile(r"积分已用完|free\s+usage\s+limit", _FLAGS)     # §4.1 E12, §3.4.6
 _OVERLOADED = re.compile(r"server\s+overloaded", _FLAGS)                  # §4.1 E6
 _SESSION_LIMIT_TEXT = re.compile(r"session\s+limit", _FLAGS)
-# Login-ish words in a 403 JSON message (§4.1 E4 has only one exact form; be generous here).
-_NOT_LOGIN = re.compile(
-    r"\blog\s*-?\s*in\b|\blogged\s+in\b|sign\s*-?\s*in|unauthori[sz]ed|not\s+authenticated"
-    r"|invalid\s+session|session\s+(?:expired|invalid)",
-    _FLAGS,
-)
 _RESET_TIME = re.compile(r"\{\s*time\s*:\s*(\d{9,13})\s*\}")               # §4.1 E9
 
 # A result without a message id may be an error dressed as an answer (§3.4.6: both E5 and E6
@@ -204,6 +206,11 @@ _UNAVAILABLE_PAGE = Failure(
 def _snippet(text: str, limit: int = SNIPPET_MAX) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def reset_time(text: str) -> float | None:
+    """The unix time of a `{time:N}` marker in `text` (§4.1 E9, §12.5 E14), or None."""
+    return _reset_at(iter((text,)))
 
 
 def _reset_at(strings: Iterator[str]) -> float | None:
@@ -382,7 +389,7 @@ def classify_http(status: int, content_type: str | None, body: bytes) -> Failure
             f"Cloudflare blocked the request (HTTP {status}, 'Sorry, you have been blocked'; genspark-protocol.md "
             "§4.1 E2). The egress IP is blocked: use another PROXY_URL.",
         )
-    if _CF_CHALLENGE.search(raw) or (is_html and _CF_JUST_A_MOMENT.search(raw)):
+    if _CF_CHALLENGE.search(raw) or (is_html and (_CF_JUST_A_MOMENT.search(raw) or _CF_ATTENTION.search(raw))):
         return Failure(
             FailureKind.NETWORK,
             "upstream_cloudflare_challenge",
@@ -406,11 +413,14 @@ def classify_http(status: int, content_type: str | None, body: bytes) -> Failure
     if is_html:
         text = ""   # the words of an unknown HTML page are no signal; its status decides below
     if _BAD_REQUEST_CF.search(text) and status in (200, 400, 401, 403):
+        # §12.5 E22 (SB, 2026-09-23, newer than §4.1 E11's "bad session" reading): an application
+        # check for a missing User-Agent. The same for every cookie, and never a dead one.
         return Failure(
-            FailureKind.ACCOUNT_DEAD,
-            "upstream_session_rejected",
-            f"/api/agent/ask_proxy answered HTTP {status} 'bad request cf' (genspark-protocol.md §2.9, "
-            "§4.1 E11): the session is invalid or missing. Log in again and replace the cookie in GS_COOKIE.",
+            FailureKind.UPSTREAM_WIDE,
+            "upstream_missing_user_agent",
+            f"Genspark answered HTTP {status} 'bad request cf' (genspark-protocol.md §12.5 E22): the request "
+            "reached it without a User-Agent. Check UPSTREAM_USER_AGENT and any proxy that strips headers; "
+            "no cookie is to blame.",
         )
     if match := _RATE_LIMIT_CF.search(text):
         return _rate_limited(f"HTTP {status} '{_snippet(match.group(0))}'")
@@ -426,7 +436,22 @@ def classify_http(status: int, content_type: str | None, body: bytes) -> Failure
         return failure
 
     if status == 429:
-        return _rate_limited(f"HTTP 429 {_snippet(raw, 80)!r}")
+        # §12.5 E18: concurrency (3+ in flight) or rate (6/min); recovers in ~30 s, no Retry-After.
+        return Failure(
+            FailureKind.THROTTLED,
+            "upstream_throttled",
+            f"Genspark answered HTTP 429 {_snippet(raw, 80)!r} (genspark-protocol.md §12.5 E18: too many "
+            "requests in flight or per minute on this account); it cools down briefly, longer on repeats. "
+            "COOKIE_MAX_IN_FLIGHT keeps it from happening.",
+        )
+    if status == 422:
+        # §12.5 E20: tool-protocol messages in the body. We flatten them, so this is our bug.
+        return Failure(
+            FailureKind.UPSTREAM_WIDE,
+            "upstream_unprocessable",
+            f"Genspark refused the request body with HTTP 422 (genspark-protocol.md §12.5 E20): "
+            f"{_snippet(raw) or 'empty body'}. No cookie is to blame; please report it.",
+        )
     if status >= 500:
         code = "upstream_internal_error" if status == 500 else "upstream_unavailable"
         return Failure(
@@ -434,7 +459,8 @@ def classify_http(status: int, content_type: str | None, body: bytes) -> Failure
             code,
             f"Genspark answered HTTP {status}: {_snippet(raw) or 'empty body'}. No cookie is to blame.",
         )
-    if status == 401 or (status == 403 and objects and _NOT_LOGIN.search(text)):
+    if status == 401 or (status == 403 and not is_html):
+        # §12.5 E19a: a 401, or a 403 without Cloudflare markers, is the cookie.
         return _not_logged_in(f"HTTP {status} {_snippet(raw, 80)!r}")
     if status == 403 and is_html:
         return Failure(

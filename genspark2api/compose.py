@@ -132,6 +132,11 @@ class AnswerComposer:
         separate = 0 if self.options.reasoning_format == "think" else reasoning
         return content + separate + calls, reasoning
 
+    @property
+    def cut(self) -> bool:
+        """Whether `stop` or `max_tokens` ended the answer before upstream did."""
+        return self._cut
+
     # ---------------------------------------------------------------- internals
 
     @property

@@ -32,6 +32,28 @@ class ModelsReported:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelServed:
+    """`_llm_model` of an ai_chat result: the model that really answered (§12.4.2, §12.8.3)."""
+
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReported:
+    """`_llm_usage` of an ai_chat result: Genspark's own token counts (§12.4.2)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPosition:
+    """The highest `_event_index` of a finished turn: the next turn's `last_seen_event_index` (§12.3)."""
+
+    event_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
 
@@ -67,7 +89,10 @@ class MediaReady:
     extra: dict = field(default_factory=dict)
 
 
-AnswerEvent = ProjectStarted | ModelsReported | TextDelta | ReasoningDelta | SourcesFound | AnswerDone | MediaReady
+AnswerEvent = (
+    ProjectStarted | ModelsReported | ModelServed | UsageReported | ThreadPosition
+    | TextDelta | ReasoningDelta | SourcesFound | AnswerDone | MediaReady
+)
 
 
 def is_answer_bearing(event: object) -> bool:

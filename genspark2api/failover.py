@@ -78,11 +78,34 @@ class _RunState:
 
 class FailoverRunner:
     def __init__(self, pool: CookiePool, *, max_attempts: int = 0, hedge_after: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 pool_wait: float = 0.0, clock: Callable[[], float] = time.time) -> None:
         self.pool = pool
         self.clock = clock
         self.max_attempts = max_attempts
         self.hedge_after = hedge_after
+        self.pool_wait = pool_wait          # how long an attempt waits for a cookie below its cap
+        self._freed: trio.Event | None = None
+
+    def _lease_freed(self) -> None:
+        """Wake the requests waiting for a cookie with a free in-flight slot."""
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
+
+    async def _acquire(self, state: _RunState, prefer: str | None, *, wait: bool) -> Lease | None:
+        """A lease, waiting up to `pool_wait` while every usable cookie is at its cap (§12.5 E18)."""
+        deadline = trio.current_time() + (self.pool_wait if wait else 0.0)
+        while True:
+            try:
+                return self.pool.acquire(exclude=state.tried, prefer=prefer)
+            except PoolUnavailable as exc:
+                state.unavailable = exc
+                if exc.reason != "busy" or trio.current_time() >= deadline:
+                    return None
+            if self._freed is None:
+                self._freed = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._freed.wait()
 
     async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None,
                   hold_until_done: bool = False) -> None:
@@ -100,13 +123,11 @@ class FailoverRunner:
                          state: _RunState, nursery: trio.Nursery) -> None:
         limit = self.max_attempts or max(1, len(self.pool))
 
-        def start_next(hedge: bool) -> bool:
+        async def start_next(hedge: bool) -> bool:
             if state.started >= limit:
                 return False
-            try:
-                lease = self.pool.acquire(exclude=state.tried, prefer=prefer if state.started == 0 else None)
-            except PoolUnavailable as exc:
-                state.unavailable = exc
+            lease = await self._acquire(state, prefer if state.started == 0 else None, wait=not hedge)
+            if lease is None:
                 return False
             state.tried.add(lease.key)
             state.started += 1
@@ -118,14 +139,14 @@ class FailoverRunner:
             nursery.start_soon(self._attempt, attempt, lease, send, state)
             return True
 
-        if not start_next(False):
+        if not await start_next(False):
             await send.send(Failed(self._exhausted(state)))
             return
         hedging = self.hedge_after > 0
         while not state.done:
             if not state.running and state.winner is None:
                 last = state.failures[-1] if state.failures else EMPTY_ANSWER
-                if not last.retry_elsewhere or not start_next(False):
+                if not last.retry_elsewhere or not await start_next(False):
                     await send.send(Failed(self._exhausted(state)))
                     return
                 continue
@@ -133,7 +154,7 @@ class FailoverRunner:
             if hedging and state.winner is None and len(state.running) == 1 and state.started < limit:
                 timeout = state.last_start + self.hedge_after - trio.current_time()
                 if timeout <= 0:
-                    hedging = start_next(True)  # nothing left to hedge on: stop trying
+                    hedging = await start_next(True)  # nothing left to hedge on: stop trying
                     continue
             state.changed = trio.Event()
             with trio.move_on_after(timeout):
@@ -150,6 +171,7 @@ class FailoverRunner:
             if not released:
                 released = True
                 self.pool.release(lease, failure)
+                self._lease_freed()
 
         async def commit() -> None:
             nonlocal committed
@@ -219,6 +241,14 @@ class FailoverRunner:
         """The answer when no attempt succeeded (openai-compat.md §5 item 4)."""
         failures = state.failures
         last = failures[-1] if failures else None
+        if not failures and state.unavailable is not None and state.unavailable.reason == "busy":
+            return upstream_error(
+                429,
+                f"Every Genspark account of this service is busy (COOKIE_MAX_IN_FLIGHT requests each) and none "
+                f"became free within POOL_WAIT_SECONDS={self.pool_wait:g}; retry shortly.",
+                "accounts_busy",
+                retry_after=5.0,
+            )
         if last is not None and last.kind in (FailureKind.UPSTREAM_WIDE, FailureKind.REQUEST):
             return error_for_failure(last)
         overloaded = next((f for f in failures if f.kind is FailureKind.OVERLOADED), None)

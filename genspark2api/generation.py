@@ -39,7 +39,6 @@ from typing import Any
 import msgspec
 import trio
 
-from .catalog import IMAGE_UPSTREAM_NAMES
 from .classify import TRUNCATED, Failure, FailureKind, classify_result
 from .errors import ApiError, upstream_error
 from .events import MediaReady, ProjectStarted, UpstreamFailure
@@ -92,7 +91,7 @@ class GenerationJob:
     """One validated image or video request, independent of the endpoint that received it."""
 
     kind: MediaKind
-    model: str                                  # catalog id; renamed for upstream in the body (§5.4)
+    model: str                                  # catalog id (aliases already resolved)
     prompt: str
     options: dict[str, Any] = field(default_factory=dict)  # model_configs[0] keys beyond `model`
     references: tuple[Reference, ...] = ()
@@ -114,7 +113,7 @@ def model_config(job: GenerationJob) -> dict[str, Any]:
             "fashion_profile_id": None,
             "generation_count": job.count,
             "hd": False,
-            "model": IMAGE_UPSTREAM_NAMES.get(job.model, job.model),
+            "model": job.model,
             "reflection_enabled": False,
             "style": "auto",
             "use_personalized_models": False,

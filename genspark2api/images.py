@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from .catalog import IMAGE_MODELS
+from .catalog import IMAGE_ALIASES, IMAGE_MODELS
 from .chat_request import MediaRef
 from .errors import ApiError, bad_request
 from .generation import Generated, GenerationJob, MediaKind, Reference, download_all, generate
@@ -166,9 +166,11 @@ def reference_sources(doc: dict[str, Any], keys: tuple[str, ...] = ("image", "im
     return found
 
 
-def model_field(doc: dict[str, Any], default: str, models: tuple[str, ...], kind: str) -> str:
-    """`model`, which must be one of the catalogue's image (or video) models."""
+def model_field(doc: dict[str, Any], default: str, models: tuple[str, ...], kind: str,
+                aliases: dict[str, str] | None = None) -> str:
+    """`model`, which must be one of the catalogue's image (or video) models or their aliases."""
     model = text_field(doc, "model") or default
+    model = (aliases or {}).get(model, model)
     if model not in models:
         raise bad_request(
             f"The model '{model}' is not {kind} model of this service; see GET /v1/models "
@@ -182,7 +184,7 @@ def parse_image_request(doc: Any, default_model: str, files: Sequence[ReferenceS
     """Validate an images request (JSON object, or the fields of a multipart form)."""
     if not isinstance(doc, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
-    model = model_field(doc, default_model, IMAGE_MODELS, "an image")
+    model = model_field(doc, default_model, IMAGE_MODELS, "an image", IMAGE_ALIASES)
     prompt = text_field(doc, "prompt", required=True) or ""
     if doc.get("stream") not in (None, False, "false"):
         raise bad_request("Streaming image generation is not supported; omit 'stream'.", param="stream", code="unsupported_value")

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from .classify import Failure, FailureKind
+from .classify import BLAMELESS_KINDS, Failure, FailureKind
 from .redact import mask_cookie
 
 SESSION_ID = "session_id="
@@ -42,16 +42,23 @@ class CooldownPolicy:
     connection costs little; a cookie whose requests keep dying (an IP-level block) backs off.
     """
 
-    rate_limit_seconds: float = 600.0            # RATE_LIMIT_COOKIE_LOCK_DURATION (§4.2 E3)
-    quota_seconds: float = 86400.0               # free-usage limit without a reset time (§4.2)
-    session_limit_seconds: float = 5 * 3600.0    # §4.2: mc5024 locks 5 h without a reset time
+    rate_limit_seconds: float = 600.0            # RATE_LIMIT_COOKIE_LOCK_DURATION (§4.2 E3, §12.5 E17)
+    quota_seconds: float = 86400.0               # credits gone without a reset time (§12.5 E16: KE 24 h)
+    session_limit_seconds: float = 1800.0        # §12.5 E13/E14a without a reset: AX-P 1 800 s, TT 30 min
     network_seconds: float = 30.0                # NETWORK_COOLDOWN_SECONDS
     overloaded_seconds: float = 60.0
     network_max_factor: float = 10.0
+    throttled_seconds: float = 30.0              # §12.5 E18: HTTP 429 recovers in ~30 s; doubles on repeats
+    placeholder_seconds: float = 60.0            # §12.5 E15: KE rests the account 60 s
 
     def duration(self, kind: FailureKind, consecutive_failures: int) -> float:
         if kind is FailureKind.RATE_LIMITED:
             return self.rate_limit_seconds
+        if kind is FailureKind.THROTTLED:
+            factor = 2.0 ** max(consecutive_failures - 1, 0)
+            return min(self.throttled_seconds * factor, max(self.rate_limit_seconds, self.throttled_seconds))
+        if kind is FailureKind.PLACEHOLDER:
+            return self.placeholder_seconds
         if kind is FailureKind.QUOTA_EXHAUSTED:
             return self.quota_seconds
         if kind is FailureKind.SESSION_LIMIT:
@@ -84,7 +91,8 @@ class PoolUnavailable(Exception):
     """No cookie can take this attempt.
 
     `reason`: "cooling" (some cookie is alive but none is usable now: answer 429 with
-    Retry-After), "dead" (every cookie is disabled) or "empty" (none configured); both 503.
+    Retry-After), "busy" (usable cookies exist but each is at its in-flight cap: wait for one),
+    "dead" (every cookie is disabled) or "empty" (none configured); both 503.
     `retry_after`: seconds until a cookie is usable again, None when none will be by waiting.
     """
 
@@ -108,6 +116,7 @@ class CookieStatus:
     consecutive_failures: int
     last_used: float | None
     last_error_detail: str | None
+    substitutions: dict[str, int] = field(default_factory=dict)
 
 
 def normalize_cookie_entry(entry: str) -> str | None:
@@ -157,6 +166,8 @@ class _Cookie:
     last_used: float | None = None
     use_order: int = 0                 # 0 = never handed out; else a monotonically rising counter
     last_error_detail: str | None = None
+    substitutions: dict[str, int] = field(default_factory=dict)   # "asked -> served": answers (§12.8.3)
+    consecutive_substitutions: int = 0
 
     def state(self, now: float) -> CookieState:
         if self.dead:
@@ -171,9 +182,11 @@ class CookiePool:
         *,
         clock: Callable[[], float] = time.time,
         policy: CooldownPolicy = CooldownPolicy(),
+        max_in_flight: int = 0,
     ) -> None:
         self._clock = clock
         self._policy = policy
+        self._max_in_flight = max_in_flight  # per cookie; 0 = no cap
         self._cookies: dict[str, _Cookie] = {}
         self._tokens = itertools.count(1)
         self._uses = itertools.count(1)
@@ -193,6 +206,17 @@ class CookiePool:
         usable = [c for c in self._cookies.values() if c.key not in exclude and c.state(now) is CookieState.HEALTHY]
         if not usable:
             raise self._unavailable(now, exclude)
+        if self._max_in_flight:
+            # §12.5 E18: a 3rd request in flight on one account is answered 429 and the account is
+            # then throttled for ~30 s; waiting for a free slot is cheaper than that.
+            free = [c for c in usable if c.in_flight < self._max_in_flight]
+            if not free:
+                raise PoolUnavailable(
+                    "busy", 0.0,
+                    f"Every usable Genspark cookie already has {self._max_in_flight} requests in flight "
+                    "(COOKIE_MAX_IN_FLIGHT).",
+                )
+            usable = free
         preferred = self._cookies.get(prefer) if prefer is not None else None
         if preferred is not None and preferred in usable:
             chosen = preferred
@@ -223,7 +247,7 @@ class CookiePool:
             entry.successes += 1
             entry.consecutive_failures = 0
             return
-        if failure.kind in (FailureKind.UPSTREAM_WIDE, FailureKind.REQUEST):
+        if failure.kind in BLAMELESS_KINDS:
             return  # not the cookie's fault: counts nothing against it
         now = self._clock()
         entry.failures += 1
@@ -240,6 +264,29 @@ class CookiePool:
         if until > entry.until:
             entry.until = until
             entry.reason = failure.code
+
+    def cool(self, key: str, seconds: float, code: str, detail: str) -> None:
+        """Rest a cookie for a policy reason of ours (not an upstream failure, so no counters)."""
+        entry = self._cookies.get(key)
+        if entry is None or entry.dead:
+            return
+        until = self._clock() + seconds
+        if until > entry.until:
+            entry.until, entry.reason, entry.last_error_detail = until, code, detail
+
+    def note_served(self, key: str, requested: str, served: str, *, substituted: bool) -> int:
+        """Record which model really answered on a cookie (§12.8.3); returns the cookie's run of
+        consecutive substituted answers (0 after an honoured one)."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return 0
+        if not substituted:
+            entry.consecutive_substitutions = 0
+            return 0
+        label = f"{requested} -> {served}"
+        entry.substitutions[label] = entry.substitutions.get(label, 0) + 1
+        entry.consecutive_substitutions += 1
+        return entry.consecutive_substitutions
 
     def _unavailable(self, now: float, exclude: Collection[str]) -> PoolUnavailable:
         """Why nothing is usable.
@@ -331,6 +378,7 @@ class CookiePool:
                     consecutive_failures=c.consecutive_failures,
                     last_used=c.last_used,
                     last_error_detail=c.last_error_detail,
+                    substitutions=dict(c.substitutions),
                 )
             )
         return out

@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from .bindings import ConversationBindings
+from .catalog import Catalog
 from .errors import ApiError, upstream_error
 from .failover import FailoverRunner
 from .media_links import MediaLinks
@@ -58,10 +59,14 @@ class Runtime:
         self.settings = settings
         self.client = GensparkClient(settings, transport=transport)
         policy = CooldownPolicy(rate_limit_seconds=settings.rate_limit_lock, network_seconds=settings.network_cooldown)
-        self.pool = CookiePool(cookie_entries(settings), clock=clock, policy=policy)
-        self.runner = FailoverRunner(
-            self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after, clock=clock
+        self.pool = CookiePool(
+            cookie_entries(settings), clock=clock, policy=policy, max_in_flight=settings.cookie_max_in_flight
         )
+        self.runner = FailoverRunner(
+            self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after,
+            pool_wait=settings.pool_wait, clock=clock,
+        )
+        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
         self.bindings = ConversationBindings(clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.counter = counter or TokenCounter(data_dir=default_data_dir())

@@ -40,6 +40,11 @@ DEPRECATED = {
 CHAT_PROTOCOLS = ("ai_chat", "copilot")
 REASONING_FORMATS = ("reasoning_content", "think")
 MEDIA_URL_MODES = ("upstream", "proxy")
+SUBSTITUTION_POLICIES = ("allow", "failover", "cool")
+# §12.2.1: a full current Chrome UA (SB sends Chrome/146 on Windows).
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/146.0.0.0 Safari/537.36"
+)
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -80,6 +85,13 @@ def _seconds(lo: float = 0.0) -> Callable[[str, str], float]:
 
 def _str(name: str, raw: str) -> str:
     return raw.strip()
+
+
+def _non_empty(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value or any(c in value for c in "\r\n"):
+        raise SettingsError(f"{name}={raw!r} must be a non-empty single line")
+    return value
 
 
 def _list(name: str, raw: str) -> tuple[str, ...]:
@@ -203,15 +215,23 @@ class Settings:
     recaptcha_proxy_url: str = setting("RECAPTCHA_PROXY_URL", "", _url("http", "https"), "reCAPTCHA token service (GET {url}/genspark)")
     connect_timeout: float = setting("UPSTREAM_CONNECT_TIMEOUT", 15.0, _seconds(0.1), "Upstream connect timeout, seconds")
     idle_timeout: float = setting("UPSTREAM_IDLE_TIMEOUT", 120.0, _seconds(0.1), "Longest silence accepted from an upstream stream, seconds")
+    user_agent: str = setting("UPSTREAM_USER_AGENT", DEFAULT_USER_AGENT, _non_empty, "User-Agent sent upstream: a complete current browser UA (without one Genspark answers 'bad request cf', §12.5 E22)")
+    timezone: str = setting("UPSTREAM_TIMEZONE", "UTC", _non_empty, "X-Timezone header sent upstream, an IANA zone such as Asia/Shanghai (§12.2.1)")
     # Pool
     rate_limit_lock: float = setting("RATE_LIMIT_COOKIE_LOCK_DURATION", 600.0, _seconds(0), "Cooldown of a rate-limited cookie, seconds")
     network_cooldown: float = setting("NETWORK_COOLDOWN_SECONDS", 30.0, _seconds(0), "Cooldown after a network / anti-bot failure, seconds")
     first_byte_hold: float = setting("FIRST_BYTE_HOLD_SECONDS", 20.0, _seconds(0), "How long a stream waits for the first answer before committing")
     max_attempts: int = setting("MAX_ATTEMPTS", 0, _int(0), "Cookies tried per request (0 = all)")
+    cookie_max_in_flight: int = setting("COOKIE_MAX_IN_FLIGHT", 2, _int(0), "Requests in flight per cookie (0 = no cap); Genspark answers a 3rd with HTTP 429 (§12.5 E18)")
+    pool_wait: float = setting("POOL_WAIT_SECONDS", 30.0, _seconds(0), "How long a request waits for a cookie below its in-flight cap before 429")
     hedge_after: float = setting("HEDGE_AFTER_SECONDS", 0.0, _seconds(0), "Start a second attempt when the first is silent this long (0 = off)")
     auto_model_chat_map: bool = setting("AUTO_MODEL_CHAT_MAP_TYPE", True, _bool, "Bind follow-up turns to the upstream chat that answered before")
     model_chat_map: tuple[tuple[str, str], ...] = setting("MODEL_CHAT_MAP", (), _model_chat_map, "model=projectId,... pins a model to a fixed upstream chat")
     auto_del_chat: bool = setting("AUTO_DEL_CHAT", False, _bool, "Delete finished, unbound upstream chats in the background")
+    # Models
+    extra_models: tuple[str, ...] = setting("EXTRA_MODELS", (), _list, "Comma list of extra Genspark chat model ids to list and accept")
+    unknown_model_moa: bool = setting("UNKNOWN_MODEL_MOA", False, _bool, "Run Mixture-of-Agents for unknown model names instead of answering 404")
+    model_substitution: str = setting("MODEL_SUBSTITUTION", "allow", _choice(*SUBSTITUTION_POLICIES), "When Genspark serves another model than asked: allow (log and count), failover (non-stream: try another cookie) or cool (rest a cookie that keeps doing it)")
     # Rich chat
     reasoning_format: str = setting("REASONING_FORMAT", "reasoning_content", _choice(*REASONING_FORMATS), "reasoning_content (delta field) or think (inline <think> tags)")
     reasoning_hide: bool = setting("REASONING_HIDE", False, _bool, "Drop reasoning entirely")

@@ -111,6 +111,8 @@ class UpstreamEvent(msgspec.Struct):
     project_id: str | None = None
     status: Any = None
     error: Any = None
+    # §12.4.1: every ai_chat event carries a position that continues across a project's turns.
+    event_index: int | None = msgspec.field(default=None, name="_event_index")
 
 
 _event_decoder = msgspec.json.Decoder(UpstreamEvent)

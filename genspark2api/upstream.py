@@ -8,6 +8,7 @@ the failure classifier: an error page never gets lost on the way (genspark-proto
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,8 +23,6 @@ from .sse import DataLine, LineDecoder, LineTooLong, OtherLine, UpstreamEvent, d
 
 log = logging.getLogger("genspark2api.upstream")
 
-# §1.2: the literal, truncated UA the reference sends; upstream does not mind it.
-USER_AGENT = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome"
 ERROR_BODY_CAP = 256 * 1024
 OTHER_TEXT_CAP = 64 * 1024
 
@@ -102,6 +101,7 @@ class GensparkClient:
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = settings.base_url
         self.recaptcha_url = settings.recaptcha_proxy_url
+        self.timezone = settings.timezone
         timeout = httpx.Timeout(settings.connect_timeout, read=settings.idle_timeout, write=60.0, pool=30.0)
         # Every open SSE stream holds a pool slot (python-stack.md §4): size for many streams.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
@@ -111,7 +111,8 @@ class GensparkClient:
             proxy=settings.proxy_url or None,
             transport=transport,
             follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
+            # §12.5 E22: without a User-Agent ask_proxy answers 400 'bad request cf'.
+            headers={"User-Agent": settings.user_agent},
         )
         # The reCAPTCHA service is called without the egress proxy (§1.1) and with a short deadline.
         self._side = httpx.AsyncClient(timeout=httpx.Timeout(20.0), transport=transport, follow_redirects=True)
@@ -130,12 +131,18 @@ class GensparkClient:
         return urljoin(self.base_url + "/", path.lstrip("/"))
 
     def _headers(self, cookie: str, accept: str, referer: str = "/") -> dict[str, str]:
+        # §12.2.1: without Origin/Referer/X-Timezone "Cloudflare returns 403" (AX-A); request-id and
+        # traceparent are what the UI sends (random values pass, TT-1), paired as SB and TT-4 pair them.
+        trace, span = secrets.token_hex(16), secrets.token_hex(8)
         return {
             "Cookie": cookie,
             "Accept": accept,
             "Content-Type": "application/json",
             "Origin": self.base_url,
             "Referer": self.url(referer),
+            "X-Timezone": self.timezone,
+            "request-id": f"|{trace}.{span}",
+            "traceparent": f"00-{trace}-{span}-01",
         }
 
     @asynccontextmanager

@@ -26,7 +26,7 @@ import msgspec
 import trio
 from msgspec import UNSET, Struct, UnsetType
 
-from .catalog import VIDEO_MODELS
+from .catalog import VIDEO_ALIASES, VIDEO_MODELS
 from .errors import ApiError, bad_request
 from .generation import Generated, GenerationJob, GenerationRun, MediaKind, Reference, generate
 from .images import (
@@ -73,7 +73,7 @@ class VideoRequest:
 
 
 def _model(doc: dict[str, Any]) -> str:
-    return model_field(doc, DEFAULT_VIDEO_MODEL, VIDEO_MODELS, "a video")
+    return model_field(doc, DEFAULT_VIDEO_MODEL, VIDEO_MODELS, "a video", VIDEO_ALIASES)
 
 
 def _flag(doc: dict[str, Any], key: str) -> bool:

@@ -116,16 +116,30 @@ def test_expired_entries_dropped_on_insert() -> None:
     assert len(bindings._entries) == 1
 
 
-def test_forget_cookie_and_bound_projects() -> None:
+def test_forget_project_and_bound_projects() -> None:
     bindings, _ = make()
     bindings.remember("m", [("user", "1"), ("assistant", "a")], Binding("c1", "p1", T0))
     bindings.remember("m", [("user", "2"), ("assistant", "a")], Binding("c2", "p2", T0))
     bindings.remember("m", [("user", "3"), ("assistant", "a")], Binding("c1", "p3", T0))
     assert bindings.bound_projects() == {"p1", "p2", "p3"}
-    bindings.forget_cookie("c1")
-    assert bindings.bound_projects() == {"p2"}
-    assert len(bindings) == 1
+    bindings.forget_project("p1")   # §12.5 E21: upstream answered 500 for it
+    assert bindings.bound_projects() == {"p2", "p3"}
+    assert len(bindings) == 2
     assert bindings.lookup("m", [("user", "1"), ("assistant", "a")]) is None
+
+
+def test_only_the_projects_head_continues_it() -> None:
+    """§12.3: once a turn is added on top, the older state of the conversation is another branch."""
+    bindings, _ = make()
+    turn1 = [("user", "q1"), ("assistant", "a1")]
+    turn2 = turn1 + [("user", "q2"), ("assistant", "a2")]
+    bindings.remember("m", turn1, Binding("c1", "p1", T0, 5))
+    assert bindings.lookup("m", turn1) == Binding("c1", "p1", T0, 5)
+    bindings.remember("m", turn2, Binding("c1", "p1", T0, 11))
+    # A client regenerating a2 resends turn1 + [q2]: the project already holds a2, so no binding.
+    assert bindings.lookup("m", turn1) is None
+    assert bindings.lookup("m", turn2) == Binding("c1", "p1", T0, 11)
+    assert bindings.bound_projects() == {"p1"} and len(bindings) == 1
 
 
 def test_remember_replaces_a_binding() -> None:

@@ -266,9 +266,13 @@ def test_rate_limit_plain_text(body: str, status: int) -> None:
     assert failure.account_scoped and not failure.permanent and failure.retry_elsewhere
 
 
-def test_any_429_is_a_rate_limit() -> None:
-    assert_kind(classify_http(429, None, b""), K.RATE_LIMITED)
-    assert_kind(classify_http(429, "application/json", b'{"error": "slow down"}'), K.RATE_LIMITED)
+def test_any_429_is_a_short_throttle() -> None:
+    """§12.5 E18: a bare 429 is concurrency or rate on the account, ~30 s, no Retry-After."""
+    failure = assert_kind(classify_http(429, None, b""), K.THROTTLED, "upstream_throttled")
+    assert failure.account_scoped and failure.retry_elsewhere and not failure.permanent
+    assert_kind(classify_http(429, "application/json", b'{"error": "slow down"}'), K.THROTTLED)
+    # A 429 whose text is a §4.1 E3 / §12.5 E17 throttle text keeps the longer rate-limit rest.
+    assert_kind(classify_http(429, "text/plain", b"Rate limit exceeded cf1"), K.RATE_LIMITED)
 
 
 @pytest.mark.parametrize(
@@ -346,9 +350,11 @@ def test_any_5xx_is_upstream_wide(status: int) -> None:
 
 
 @pytest.mark.parametrize("body", [b"bad request cf", b"Bad Request CF\n", b"  bad  request cf  "])
-def test_ask_proxy_bad_session(body: bytes) -> None:
-    failure = assert_kind(classify_http(400, "text/plain", body), K.ACCOUNT_DEAD)
-    assert failure.permanent
+def test_bad_request_cf_is_a_missing_user_agent_not_a_dead_cookie(body: bytes) -> None:
+    """§12.5 E22 (SB, 2026-09-23) supersedes §4.1 E11: never kill a cookie on it."""
+    failure = assert_kind(classify_http(400, "text/plain", body), K.UPSTREAM_WIDE, "upstream_missing_user_agent")
+    assert not failure.permanent and not failure.account_scoped and not failure.retry_elsewhere
+    assert "UPSTREAM_USER_AGENT" in failure.detail
 
 
 def test_retired_page() -> None:
@@ -359,7 +365,7 @@ def test_retired_page() -> None:
 
 def test_other_4xx_is_the_requests_fault_with_a_trimmed_snippet() -> None:
     body = json.dumps({"detail": "Invalid model " + "y" * 500, "code": 12}).encode()
-    failure = assert_kind(classify_http(422, "application/json", body), K.REQUEST, "upstream_bad_request")
+    failure = assert_kind(classify_http(409, "application/json", body), K.REQUEST, "upstream_bad_request")
     assert "Invalid model" in failure.detail
     assert len(failure.detail) < 300
     assert not failure.retry_elsewhere and not failure.account_scoped
@@ -370,12 +376,23 @@ def test_other_4xx_is_the_requests_fault_with_a_trimmed_snippet() -> None:
 def test_401_and_login_ish_403() -> None:
     assert_kind(classify_http(401, "text/plain", b"Unauthorized"), K.ACCOUNT_DEAD)
     assert_kind(classify_http(403, "application/json", b'{"message": "Please log in"}'), K.ACCOUNT_DEAD)
-    assert_kind(classify_http(403, "application/json", b'{"message": "model not allowed"}'), K.REQUEST)
+    # §12.5 E19a: a 403 without Cloudflare markers is the cookie, whatever its message says.
+    assert_kind(classify_http(403, "application/json", b'{"message": "model not allowed"}'), K.ACCOUNT_DEAD)
+    assert_kind(classify_http(403, "text/plain", b"Forbidden"), K.ACCOUNT_DEAD)
+    # An HTML 403 is a CDN page: E19b markers make it a Cloudflare challenge, others stay "forbidden".
     assert_kind(classify_http(403, "text/html", b"<html><body>Forbidden</body></html>"), K.NETWORK, "upstream_forbidden")
+    page = b"<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head><body>x</body></html>"
+    assert_kind(classify_http(403, "text/html", page), K.NETWORK, "upstream_cloudflare_challenge")
+
+
+def test_422_is_a_tool_protocol_body_not_the_cookie() -> None:
+    """§12.5 E20: tool-protocol messages in the body; we flatten them, so it is ours to fix."""
+    failure = assert_kind(classify_http(422, "application/json", b'{"detail": "tool"}'), K.UPSTREAM_WIDE, "upstream_unprocessable")
+    assert not failure.account_scoped
 
 
 def test_plain_signal_under_a_wrong_content_type() -> None:
-    assert_kind(classify_http(400, "text/html", b"bad request cf"), K.ACCOUNT_DEAD)
+    assert_kind(classify_http(400, "text/html", b"bad request cf"), K.UPSTREAM_WIDE)
     assert_kind(classify_http(429, "text/html", b"Rate limit exceeded cf2"), K.RATE_LIMITED)
 
 
@@ -461,7 +478,7 @@ def test_kind_properties_table() -> None:
         ("cf-block", "AGENT", K.NETWORK),
         ("internal-error", "COPILOT", K.UPSTREAM_WIDE),
         ("service-unavailable", "COPILOT", K.UPSTREAM_WIDE),
-        ("bad-request-cf", "AGENT", K.ACCOUNT_DEAD),
+        ("bad-request-cf", "AGENT", K.UPSTREAM_WIDE),
     ],
 )
 def test_simulator_canned_responses_classify_as_intended(scenario: str, endpoint: str, kind: FailureKind) -> None:

@@ -138,7 +138,9 @@ def test_exclude_respected() -> None:
     [
         (K.RATE_LIMITED, 600.0),
         (K.QUOTA_EXHAUSTED, 86400.0),
-        (K.SESSION_LIMIT, 5 * 3600.0),
+        (K.SESSION_LIMIT, 1800.0),   # §12.5 E13 without a reset: AX-P 1 800 s
+        (K.PLACEHOLDER, 60.0),       # §12.5 E15: KE 60 s
+        (K.THROTTLED, 30.0),         # §12.5 E18: ~30 s
         (K.NETWORK, 30.0),
         (K.OVERLOADED, 60.0),
     ],

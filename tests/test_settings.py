@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genspark2api.catalog import ModelKind, route_model
+from genspark2api.catalog import Catalog, ModelKind, UnknownModel, route_model
 from genspark2api.cli import main
 from genspark2api.settings import Settings, SettingsError, deprecated_in
 
@@ -68,12 +68,40 @@ def test_start_with_bad_value_exits_naming_it(capsys: pytest.CaptureFixture[str]
     [
         ("claude-sonnet-4-6", ModelKind.TEXT, ("claude-sonnet-4-6",), False),
         ("claude-sonnet-4-6-search", ModelKind.TEXT, ("claude-sonnet-4-6",), True),
-        ("deepseek-r1", ModelKind.TEXT, ("deep-seek-r1",), False),
-        ("my-typo-model", ModelKind.MIXTURE, ("gpt-5.1-low", "claude-sonnet-4-6", "gemini-3.1-pro-preview"), False),
+        # §12.8.6: both DeepSeek spellings are real web ids; rewriting is per id, not by prefix.
+        ("deepseek-v4-pro", ModelKind.TEXT, ("deepseek-v4-pro",), False),
+        ("deep-seek-v4.1-flash", ModelKind.TEXT, ("deep-seek-v4.1-flash",), False),
+        ("deep-seek-v4-pro", ModelKind.TEXT, ("deepseek-v4-pro",), False),
+        ("claude-haiku-4-5", ModelKind.TEXT, ("claude-4-5-haiku",), False),
+        ("deep-seek-r1", ModelKind.TEXT, ("deepseek-v4-pro",), False),   # retired (§12.8.5): an alias
+        # §12.8.2 presets, lead first (§12.2.5), and an explicit ensemble of known ids.
+        ("moa-classic", ModelKind.MIXTURE, ("gpt-5.1-low", "claude-sonnet-4-6", "gemini-3.1-pro-preview"), False),
+        ("moa-live-search", ModelKind.MIXTURE, ("gpt-5.6-luna", "gpt-6.1-sol", "gemini-3.7-flash"), True),
+        ("gpt-6-sol,claude-opus-4-8", ModelKind.MIXTURE, ("gpt-6-sol", "claude-opus-4-8"), False),
         ("nano-banana-pro", ModelKind.IMAGE, ("nano-banana-pro",), False),
+        ("dall-e-3", ModelKind.IMAGE, ("gpt-image-2",), False),
         ("sora-2", ModelKind.VIDEO, ("sora-2",), False),
     ],
 )
 def test_model_routing(name: str, kind: ModelKind, upstream: tuple[str, ...], search: bool) -> None:
     route = route_model(name)
     assert (route.requested, route.kind, route.upstream, route.search) == (name, kind, upstream, search)
+
+
+def test_unknown_names_are_refused_with_a_suggestion_unless_moa_is_asked_for() -> None:
+    """§12.8.6: upstream would silently serve an unknown id with another model."""
+    with pytest.raises(UnknownModel) as typo:
+        route_model("claude-sonet-4-6")
+    assert typo.value.suggestion == "claude-sonnet-4-6"
+    with pytest.raises(UnknownModel) as unknown:
+        route_model("my-own-model")
+    assert unknown.value.suggestion is None
+    with pytest.raises(UnknownModel):
+        route_model("gpt-6-sol,not-a-model")   # an ensemble needs known members
+    moa = Catalog(unknown_model_moa=True)
+    assert moa.route("my-own-model").kind is ModelKind.MIXTURE
+    with pytest.raises(UnknownModel):
+        moa.route("claude-sonet-4-6")          # a typo is still a typo
+    extra = Catalog(extra_text=("brand-new-model",))
+    assert extra.route("brand-new-model").upstream == ("brand-new-model",)
+    assert ("brand-new-model", "text") in extra.listed()
