@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .state import TaskOutcome
+
 # §3.4.2 / §5.1: ids that show an answerthink block. "-pro" covers o3-pro, gpt-5-pro, gpt-5.2-pro.
 REASONING_MARKERS = ("thinking", "deep-seek-r1", "o3", "o4-mini-high", "-pro", "reasoning")
 # §3.3: these models did not stream; the answer arrives whole as a message_field field_value.
@@ -196,9 +198,16 @@ def compose_answer(
     search: bool,
     earlier_turns: int,
     uploads: Mapping[str, bytes],
+    label: str | None = None,
+    recalled: str | None = None,
 ) -> Answer:
-    """The simulated answer to ``conversation`` from ``models`` (the models actually used)."""
-    label = model_label(models)
+    """The simulated answer to ``conversation`` from ``models`` (the models actually used).
+
+    ``label`` overrides the model name the text claims (ask_proxy: the served model, or its MoA
+    label); ``recalled`` is the project's first user turn, quoted on a follow-up to show that
+    the server kept the history (§12.3).
+    """
+    label = label or model_label(models)
     question = conversation.question
     is_tool_call = False
     if conversation.tool_results:
@@ -210,6 +219,8 @@ def compose_answer(
         text += _attachment_note(conversation.question_content, uploads)
         if earlier_turns:
             text += f" (turn {earlier_turns + 1} of this conversation)"
+        if recalled is not None:
+            text += f" Earlier you said: {recalled}"
     results = _search_results(question) if search else ()
     if results and not is_tool_call:
         text += f" [1]({results[0].link})"
@@ -277,3 +288,16 @@ def _describe_part(part: Mapping[str, Any], uploads: Mapping[str, bytes]) -> str
             return f"file {name} ({len(uploads[key])} bytes uploaded)"
         return f"file {name} (not uploaded)"
     return None
+
+
+def task_outcomes(prompt: str, count: int) -> list[TaskOutcome]:
+    """How each of ``count`` generation tasks ends: ``never``, ``fail-all`` or ``fail-one`` in the
+    prompt (whole words), else all succeed."""
+    words = prompt.lower()
+    if re.search(r"\bnever\b", words):
+        return [TaskOutcome.NEVER] * count
+    if re.search(r"\bfail-all\b", words):
+        return [TaskOutcome.FAILURE] * count
+    if re.search(r"\bfail-one\b", words):
+        return [TaskOutcome.SUCCESS] * (count - 1) + [TaskOutcome.FAILURE]
+    return [TaskOutcome.SUCCESS] * count

@@ -1,9 +1,11 @@
 """The simulated Genspark backend: decides which script answers a request and updates the state.
 
 No HTTP here: app.py decodes requests and plays the scripts this module returns. Each public
-method is one upstream call (genspark-protocol.md §2).
+method is one upstream call (genspark-protocol.md §2); ``POST /api/agent/ask_proxy`` (§12) is
+decided by ``self.agent`` (agent.py, which lists its own scenarios and options).
 
-Per-cookie stream scenarios (scenarios.py picks them from the session_id prefix):
+Per-cookie stream scenarios of ``/api/copilot/ask`` (scenarios.py picks them from the session_id
+prefix):
 
 =================  ==========================================================================
 free-limit         project_start, then the exact E5 quota line (§3.4.6)
@@ -17,9 +19,7 @@ stall              project_start, then silence until the client leaves
 cut-stream         a normal start and two answer deltas, then the body ends (no message_result)
 empty-answer       project_start and a message_result with empty content
 retired            copilot chat only: a message_result saying the feature was retired (E10) [I]
-error-event        ask_proxy only: an ``error`` event after message_start (E12) [I]
 degraded           chat answers come from ``gpt-4o-mini`` and ``session_state.models`` says so
-                   (both generations)
 needs-captcha      ``g_recaptcha_token`` must be a token from ``GET /genspark`` (single use):
                    otherwise chat is degraded and image/video get the overloaded stream (§2.8)
 =================  ==========================================================================
@@ -39,13 +39,19 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import streams
-from .answers import Conversation, compose_answer, storage_url_for
+import trio
+
+from . import agent_streams, streams
+from .agent import AgentBackend
+from .agent import file_id_for as agent_file_id
+from .answers import Conversation, compose_answer, storage_url_for, task_outcomes
+from .media import colour_for, fake_mp4, solid_png
+from .options import SimOptions
 from .playback import utc_now
-from .scenarios import RATE_LIMITED, CannedResponse, Scenario, scenario_for
+from .scenarios import RATE_LIMITED, CannedResponse, Scenario, is_logged_out, scenario_for
 from .state import MediaKind, MediaTask, Project, SimulatorState, TaskOutcome
 from .streams import ChatIds, Step
-from .wire import AgentAsk, BadBody, CopilotAsk, Message, TaskStatusQuery
+from .wire import BadBody, CopilotAsk, Message, TaskStatusQuery
 
 DEGRADED_MODEL = "gpt-4o-mini"  # issue #15: degraded answers read like gpt-4o-mini
 SESSION_LIMIT_RESET = timedelta(hours=2)
@@ -63,9 +69,20 @@ def _pairs(messages: list[Message]) -> list[tuple[str | None, Any]]:
 
 
 class SimulatedBackend:
-    def __init__(self, state: SimulatorState, clock: Callable[[], datetime] = utc_now) -> None:
+    """G1 (``/api/copilot/ask``) and the account calls; ask_proxy is ``self.agent`` (agent.py)."""
+
+    def __init__(
+        self,
+        state: SimulatorState,
+        options: SimOptions | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.state = state
         self.clock = clock
+        self.monotonic = monotonic
+        self.options = options or SimOptions()
+        self.agent = AgentBackend(state, self.options, clock)
 
     def flaky_refusal(self, session_id: str | None) -> CannedResponse | None:
         """``flaky``: the first ask of a session id is rate limited (§4.1 E3), the rest are not."""
@@ -114,38 +131,6 @@ class SimulatedBackend:
         script = streams.g1_chat_script(ids, answer, reported_models=used, new_project=is_new, now=self.clock())
         return self._finish_chat(scenario, script, project, conversation.question, answer.text)
 
-    # --- G2 /api/agent/ask_proxy ------------------------------------------------------------
-
-    def agent_ask(self, ask: AgentAsk, session_id: str | None) -> list[Step]:
-        """``ai_chat`` (§2.9); ``retired`` and ``bad-request-cf`` do not apply here."""
-        if ask.type != "ai_chat":
-            raise BadBody(f"unsupported type: {ask.type!r}")
-        models = [model.strip() for model in ask.ai_chat_model.split(",") if model.strip()]
-        if not models:
-            raise BadBody("ai_chat_model is empty")
-        scenario = scenario_for(session_id)
-        if scenario is Scenario.OVERLOADED:
-            return streams.overloaded_script(_new_id(), self.clock())
-        project, _ = self._project(ask.project_id, ask.ai_chat_model, session_id)
-        ids = ChatIds(project.id, _new_id())
-        if early := self._early_end(scenario, ids):
-            return early
-        if scenario is Scenario.EMPTY_ANSWER:
-            return streams.g2_empty_answer_script(ids)
-        if scenario is Scenario.ERROR_EVENT:
-            return streams.g2_error_script(ids)
-        used = [DEGRADED_MODEL] if self._degraded(scenario, ask.g_recaptcha_token) else models
-        conversation = Conversation.from_messages(_pairs(ask.messages))
-        answer = compose_answer(
-            conversation,
-            used,
-            search=ask.ai_chat_enable_search,
-            earlier_turns=len(project.turns),
-            uploads=self.state.uploads,
-        )
-        script = streams.g2_chat_script(ids, answer, reported_models=used, now=self.clock())
-        return self._finish_chat(scenario, script, project, conversation.question, answer.text)
-
     # --- shared chat plumbing ---------------------------------------------------------------
 
     def _project(self, project_id: str | None, model: str, session_id: str | None) -> tuple[Project, bool]:
@@ -176,7 +161,7 @@ class SimulatedBackend:
 
     def _degraded(self, scenario: Scenario, token: str | None) -> bool:
         if scenario is Scenario.NEEDS_CAPTCHA:
-            return not self.state.redeem_token(token)
+            return not self.state.redeem_token(token, self.monotonic())
         return scenario is Scenario.DEGRADED
 
     def _finish_chat(
@@ -196,7 +181,9 @@ class SimulatedBackend:
         configs = ask.extra_data.model_configs
         model = configs[0].model if configs and configs[0].model else "unknown-model"
         scenario = scenario_for(session_id)
-        captcha_failed = scenario is Scenario.NEEDS_CAPTCHA and not self.state.redeem_token(ask.g_recaptcha_token)
+        captcha_failed = scenario is Scenario.NEEDS_CAPTCHA and not self.state.redeem_token(
+            ask.g_recaptcha_token, self.monotonic()
+        )
         if captcha_failed or scenario is Scenario.OVERLOADED:  # §2.8: what a failed captcha looks like
             return streams.overloaded_script(_new_id(), self.clock())
         project, _ = self._project(project_id, model, session_id)
@@ -206,7 +193,7 @@ class SimulatedBackend:
         if scenario is Scenario.EMPTY_ANSWER:
             return streams.empty_answer_script(ids, [model])
         count = 1 if kind == "video" else _image_count(configs[0].generation_count if configs else None, prompt)
-        outcomes = _outcomes(prompt, count)
+        outcomes = task_outcomes(prompt, count)
         tasks = [MediaTask(_new_id(), kind, model, prompt, outcome, project.id, session_id) for outcome in outcomes]
         script = streams.generation_script(ids, kind, tasks, prompt=prompt, now=self.clock())
         if scenario is Scenario.CUT_STREAM:
@@ -216,7 +203,22 @@ class SimulatedBackend:
         return script
 
     def task_status(self, query: TaskStatusQuery, kind: MediaKind, base_url: str) -> Iterator[Step]:
-        return streams.poll_script(query.task_ids, self.state.tasks, kind, base_url)
+        """§12.7.3 lines for ask_proxy image tasks (and unknown ids); §2.3 lines as soon as one
+        known id is a copilot task, so a G1 client keeps its shape. Videos keep §2.4's shape."""
+        tasks = self.state.tasks
+        known = [tasks[t] for t in query.task_ids if t in tasks]
+        if kind == "image" and not any(task.generation == "copilot" for task in known):
+            agent_tasks = {t.id: t for t in known if t.kind == "image"}
+            return agent_streams.agent_poll_script(query.task_ids, agent_tasks)
+        return streams.poll_script(query.task_ids, tasks, kind, base_url)
+
+    def task_detail(self, task_id: str) -> dict[str, Any]:
+        """``GET /api/spark/image_generation_task_detail`` (§12.7.3 alt): PICKED on the first call."""
+        task = self.state.tasks.get(task_id)
+        if task is not None:
+            task.legacy_polls += 1
+        done = task is not None and task.legacy_polls > 1 and task.outcome is not TaskOutcome.NEVER
+        return agent_streams.task_detail(task, done=done)
 
     def legacy_task_status(self, task_id: str, base_url: str) -> dict[str, Any]:
         task = self.state.tasks.get(task_id)
@@ -241,6 +243,61 @@ class SimulatedBackend:
         self.state.uploads[key] = data
         return True
 
+    def upload_url(self, base_url: str) -> dict[str, Any]:
+        """§12.7.5 (TT-4 mapped it): ``upload_url`` to PUT to, ``file_wrapper_url`` to reference
+        [I: the keys besides these two]. The file is then served at ``/api/files/s/<id>``."""
+        key = uuid.uuid4().hex
+        self.state.upload_slots.add(key)
+        file_id = agent_file_id(key, "upload")
+        self.state.files[file_id] = ("upload", key)
+        data = {"upload_url": f"{base_url}/sim-blob/{key}?sv=sim&sig=x", "file_wrapper_url": f"{base_url}/api/files/s/{file_id}"}
+        return {"status": 0, "message": "success", "data": data}
+
+    def stored_file(self, file_id: str) -> tuple[str, bytes] | None:
+        """(content type, bytes) of ``/api/files/s/<id>`` (§12.7.4), None when there is none."""
+        entry = self.state.files.get(file_id)
+        if entry is None:
+            return None
+        source, ref = entry
+        if source == "upload":
+            data = self.state.uploads.get(ref)
+            return None if data is None else ("application/octet-stream", data)
+        task = self.state.tasks.get(ref)
+        if task is None or task.outcome is not TaskOutcome.SUCCESS:
+            return None
+        if task.kind == "image":
+            return "image/png", solid_png(colour_for(f"{task.id}/{file_id}"))
+        return "video/mp4", fake_mp4(task.id)
+
+    # --- account probes (§12.9.4) -------------------------------------------------------------
+
+    def user(self, session_id: str | None) -> dict[str, Any]:
+        if is_logged_out(session_id):
+            return {"status": -5, "message": "user not found"}  # §12.5 E24
+        cogen = {"email": f"{session_id}@sim.example", "name": f"Simulated {session_id}", "plan": "free",
+                 "personal_membership_ext": {"status": "inactive"}}
+        return {"status": 0, "message": "success", "data": {"cogen": cogen}}
+
+    def is_login(self, session_id: str | None) -> dict[str, Any]:
+        if is_logged_out(session_id):
+            return {"status": 0, "message": "success", "data": {"is_login": False}}
+        data = {"is_login": True, "cogen_id": f"cogen-{session_id}", "cogen_email": f"{session_id}@sim.example"}
+        return {"status": 0, "message": "success", "data": data}
+
+    def billing_cycle(self, session_id: str) -> dict[str, Any]:
+        """§12.5 free tier (KE): ``data.remaining``; 100 when credits are unlimited."""
+        return {"status": 0, "message": "success",
+                "data": {"remaining": self.state.ledger.credits_left(session_id, self.options.credits)}}
+
+    def my_projects(self, session_id: str) -> dict[str, Any]:
+        """``GET /api/project/my?from=agents`` (§12.3, AR's shape), newest first."""
+        owned = [p for p in self.state.projects.values() if p.session_id == session_id]
+        listed = [
+            {"id": p.id, "chat_model": p.model, "name": p.name, "type": p.kind, "status": "FINISHED", "ctime": p.ctime}
+            for p in reversed(owned)
+        ]
+        return {"status": 0, "message": "success", "data": {"projects": listed}}
+
     def delete_project(self, project_id: str) -> dict[str, Any]:
         self.state.deleted_projects.append(project_id)
         self.state.projects.pop(project_id, None)
@@ -252,14 +309,3 @@ def _image_count(generation_count: int | None, prompt: str) -> int:
         match = re.search(r"\bn=(\d+)\b", prompt)
         generation_count = int(match.group(1)) if match else 1
     return max(1, min(MAX_IMAGES, generation_count))
-
-
-def _outcomes(prompt: str, count: int) -> list[TaskOutcome]:
-    words = prompt.lower()
-    if re.search(r"\bnever\b", words):
-        return [TaskOutcome.NEVER] * count
-    if re.search(r"\bfail-all\b", words):
-        return [TaskOutcome.FAILURE] * count
-    if re.search(r"\bfail-one\b", words):
-        return [TaskOutcome.SUCCESS] * (count - 1) + [TaskOutcome.FAILURE]
-    return [TaskOutcome.SUCCESS] * count

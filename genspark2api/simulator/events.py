@@ -145,27 +145,31 @@ def retired_result() -> Event:
     return message_result("", RETIRED_TEXT, session_state=None)
 
 
-def g2_message_result(
-    message_id: str,
-    content: str,
-    *,
-    reasoning_id: str | None = None,
-    reasoning_encrypted_content: str | None = None,
-) -> Event:
-    """G2 final event with the nested ``message`` object (§2.9).
+def agent_notification() -> Event:
+    """§12.4.2: the ai_chat keepalive; the keys besides ``type`` are [I] (§12.12 q1)."""
+    return {"notification_type": "keepalive", "type": "agent_notification"}
 
-    The nesting comes from 10020099 reading ``message_result.message.content`` [C]; the outer keys
-    are [I]: we keep the G1 habit of an identifying key first and ``type`` last.
+
+def g2_message_result(message_id: str, content: str, *, session_state: dict[str, Any] | None = None) -> Event:
+    """The ask_proxy final event (§12.4.2): ``type`` first, a nested ``message``.
+
+    ``session_state`` carries ``_llm_model``, ``_llm_usage``, ``_finish_reason`` on an answer
+    (§12.4.2 [I for the placement of ``_finish_reason``]) and is ``{}`` on a limit answer (§12.5
+    example). None leaves it out, as in the image agent's result (§12.7.2).
     """
-    message = {
-        "id": message_id,
-        "role": "assistant",
-        "content": content,
-        "reasoning_id": reasoning_id,
-        "reasoning_encrypted_content": reasoning_encrypted_content,
-        "tool_calls": None,
-    }
-    return {"id": message_id, "message": message, "type": "message_result"}
+    message: dict[str, Any] = {"id": message_id, "role": "assistant", "content": content}
+    if session_state is not None:
+        message["session_state"] = session_state
+    return {"type": "message_result", "message": message}
+
+
+def with_event_index(event: Event, index: int) -> Event:
+    """``event`` with ``_event_index`` (§12.4.1) where §12.4.2 shows it: just before a final
+    ``type``, else last (``message_result`` has ``type`` first)."""
+    keys = list(event)
+    if keys and keys[-1] == "type":
+        return {**{k: event[k] for k in keys[:-1]}, "_event_index": index, "type": event["type"]}
+    return {**event, "_event_index": index}
 
 
 def g2_error(message: str) -> Event:

@@ -32,6 +32,8 @@ async def play(script: Iterable[Step], timing: Timing, clock: Callable[[], datet
     for step in script:
         if not isinstance(step, Pause):
             yield ev.encode_sse(step)
+        elif step.seconds is not None:
+            await trio.sleep(step.seconds)
         elif step.kind is PauseKind.FOREVER:
             await trio.sleep_forever()
         elif step.kind is PauseKind.POLL:

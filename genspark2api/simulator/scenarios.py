@@ -17,6 +17,13 @@ Which endpoints honour which scenario:
   generations, images and videos [I: nobody recorded such a refusal; the shape mirrors the
   backend's other JSON answers, ``status`` + ``message``];
 * not-login applies to every call that takes a cookie (also polling, upload slots, delete);
+  ``anonymous`` (§12.5 E24) gets the same not-login body on ask_proxy and the account calls,
+  except ``/api/user`` (``{"status":-5,"message":"user not found"}``) and ``/api/is_login``
+  (``is_login: false``), see app.py;
+* ask_proxy checks, before any cookie scenario, that a ``User-Agent`` is present (else 400
+  ``bad request cf``, §12.5 E22) and, with ``require_origin``, ``Origin`` and ``Referer`` (else
+  the Cloudflare block page as a 403, §12.5 E19c [I: body not recorded]); a missing session id
+  is then the not-login body (it was ``bad request cf`` in the §2.9 reading, superseded by §12.5);
 * the stream scenarios (free-limit, session-limit, cut-stream, …) are played by backend.py.
 
 HTTP statuses and content types are [I] (§10.1: nobody recorded them); the bodies are the exact
@@ -54,6 +61,18 @@ class Scenario(enum.StrEnum):
     # Not failures of the upstream itself: reCAPTCHA behaviour (§2.8).
     NEEDS_CAPTCHA = "needs-captcha"  # chat/image/video check g_recaptcha_token
     CAPTCHA_FAIL = "captcha-fail"  # the token service cannot produce a token
+    # ask_proxy in-band signals of §12.5 (HTTP 200 answers; backend.py / agent.py play them).
+    CHAT_5H_LIMIT = "chat-5h-limit"  # E13, no reset
+    CHAT_5H_LIMIT_RESET = "chat-5h-limit-reset"  # E13 + session_limit_message, fixed Resets {time:N}
+    IMAGE_5H_LIMIT = "image-5h-limit"  # E14 on images, fixed Resets {time:N}
+    APPROACHING_LIMIT = "approaching-limit"  # E14a
+    PLACEHOLDER = "placeholder"  # E15 on every ask
+    PLACEHOLDER_SOMETIMES = "placeholder-sometimes"  # E15 on every 3rd ask of the session id
+    CREDITS_GONE = "credits-gone"  # E16 (chat), E16b (images)
+    THROTTLE_TEXT = "throttle-text"  # E17
+    DECLINED = "declined"  # E23
+    CUT_BEFORE_FINISHED = "cut-before-finished"  # message_result, then the body ends
+    ANONYMOUS = "anonymous"  # E24: a dead cookie that /api/user answers with status -5
 
 
 # Longest prefix first, so that "bad-request-cf" is not shadowed by "bad-request".
@@ -153,13 +172,31 @@ _EDGE: dict[Scenario, CannedResponse] = {
 }
 
 
+# §12.5 E19c [I]: AX-A says Cloudflare answers a request without Origin/Referer with 403.
+ORIGIN_MISSING = _html(403, CF_BLOCK_HTML, _CLOUDFLARE)
+# §12.5 E21: an unknown, deleted or foreign project [I: the plain body of §4.1 E7].
+PROJECT_ERROR = _text(500, "Internal Server Error")
+# §12.3 AX-H "403 errors" for a foreign project (option foreign_project="403"): no Cloudflare
+# markers, so it reads as E19a [I: body].
+FOREIGN_PROJECT_FORBIDDEN = _text(403, "Forbidden")
+# §12.5 E20: tool-protocol messages [I: body; SB records only the status].
+TOOL_MESSAGES = CannedResponse(
+    422, "application/json", b'{"detail":"messages: role tool and assistant tool_calls are not supported"}'
+)
+# §12.5 E18: concurrency or rate, no Retry-After [I: body].
+TOO_MANY_REQUESTS = _text(429, "Too Many Requests")
+
+
+def is_logged_out(session_id: str | None) -> bool:
+    """No cookie, ``not-login`` or ``anonymous`` (§12.5 E24, E25)."""
+    return scenario_for(session_id) in (Scenario.NOT_LOGIN, Scenario.ANONYMOUS)
+
+
 def canned_response(session_id: str | None, endpoint: Endpoint) -> CannedResponse | None:
     """The non-stream answer this cookie gets on ``endpoint``, or None to carry on normally."""
-    if session_id is None and endpoint is Endpoint.AGENT:
-        return BAD_REQUEST_CF  # §2.9 / §4.1 E11: ask_proxy answers a missing session this way
-    scenario = scenario_for(session_id)
-    if scenario is Scenario.NOT_LOGIN:
+    if is_logged_out(session_id):
         return NOT_LOGIN
+    scenario = scenario_for(session_id)
     if endpoint is Endpoint.ACCOUNT:
         return None
     if scenario is Scenario.BAD_REQUEST_CF:

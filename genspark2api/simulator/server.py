@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -11,6 +12,7 @@ from hypercorn.trio import serve
 
 from .app import create_app
 from .backend import SimulatedBackend
+from .options import SimOptions
 from .playback import Timing
 from .state import SimulatorState
 
@@ -20,8 +22,15 @@ class Simulator(SimulatorState):
 
     ``answer_delay`` sleeps before every answer delta so a stream can be watched mid-way;
     ``task_poll_interval`` spaces task-status progress rounds; during an ``answer_delay`` longer
-    than ``heartbeat_interval`` an ``_updatetime`` heartbeat goes out every ``heartbeat_interval``;
+    than ``heartbeat_interval`` a keep-alive goes out every ``heartbeat_interval`` (an
+    ``_updatetime`` heartbeat on copilot, an ``agent_notification`` on ask_proxy, §12.4.1);
     ``answer_delay_slow`` is how long the ``slow-first-byte`` scenario keeps the client waiting.
+
+    Keyword options choose the [I] readings of genspark-protocol.md §12 (options.py documents
+    each: ``require_origin``, ``max_concurrent``, ``concurrency_penalty``, ``rate_per_minute``,
+    ``foreign_project``, ``resent_history``, ``adopt_unknown_projects``, ``readable_reasoning``,
+    ``search_variant``, ``five_hour_budget``, ``credits``, ``image_captcha_strict``,
+    ``image_inline``); ``sim.options`` may be changed between requests.
     """
 
     def __init__(
@@ -30,13 +39,15 @@ class Simulator(SimulatorState):
         task_poll_interval: float = 0.05,
         heartbeat_interval: float = 0.5,
         answer_delay_slow: float = 3.0,
+        **options: Any,
     ) -> None:
         super().__init__()
         self.answer_delay = answer_delay
         self.task_poll_interval = task_poll_interval
         self.heartbeat_interval = heartbeat_interval
         self.answer_delay_slow = answer_delay_slow
-        self.backend = SimulatedBackend(self)
+        self.options = SimOptions(**options)
+        self.backend = SimulatedBackend(self, self.options)
         self.app = create_app(self)
 
     @property

@@ -11,7 +11,10 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .accounts import AccountLedger
+
 MediaKind = Literal["image", "video"]
+TOKEN_LIFETIME = 120.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,24 @@ class ClosedStream:
 
 @dataclass
 class Project:
-    """A Genspark "project": one conversation with server-side memory (§2.1, §5.5)."""
+    """A Genspark "project": one conversation with server-side memory (§2.1, §5.5, §12.3).
+
+    ``session_id`` is the owner: on ask_proxy only that account may continue it (§12.3).
+    """
 
     id: str
     model: str
     session_id: str | None
     turns: list[tuple[str, str]] = field(default_factory=list)  # (user text, answer text)
+    kind: str = "ai_chat"  # ask_proxy `type` (or the copilot type) that created it
+    name: str = ""
+    ctime: str = ""  # ISO time of creation, as /api/project/my shows it (§12.3)
+    event_count: int = 0  # §12.4.1: events sent so far; the next `_event_index`
+    last_seen_event_indexes: list[int | None] = field(default_factory=list)  # one per ask_proxy request
+
+    @property
+    def owner(self) -> str | None:
+        return self.session_id
 
 
 class TaskOutcome(enum.Enum):
@@ -67,7 +82,15 @@ class MediaTask:
     outcome: TaskOutcome
     project_id: str
     session_id: str | None
-    legacy_polls: int = 0  # GET image_generation_task_status calls seen so far
+    legacy_polls: int = 0  # GET image_generation_task_status / _detail calls seen so far
+    # ask_proxy agents (§12.7): "agent" tasks are polled in the §12.7.3 shape, "copilot" in §2.3's.
+    generation: Literal["copilot", "agent"] = "copilot"
+    image_size: str | None = None  # coerced (§12.7.5)
+    pixels: tuple[int, int] = (1024, 1024)
+    duration: str | None = None  # videos (§12.7.6)
+    references: int = 0  # reference images the request carried (§12.7.5)
+    urls: tuple[str, ...] = ()  # agent tasks: /api/files/s/ links (image_urls / video_urls)
+    urls_nowatermark: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,8 +113,10 @@ class SimulatorState:
     upload_slots: set[str]  # blob keys handed out by get_upload_personal_image_url
     tasks: dict[str, MediaTask]
     downloads: list[FileDownload]
-    issued_tokens: set[str]  # reCAPTCHA tokens handed out by /genspark and not yet used
+    issued_tokens: dict[str, float]  # reCAPTCHA tokens handed out by /genspark, not yet used -> issue time
+    files: dict[str, tuple[str, str]]  # /api/files/s/<id> -> ("task", task id) or ("upload", blob key)
     flaky_refused: set[str]  # session ids of the `flaky` scenario that already had their 429
+    ledger: AccountLedger  # ask_proxy per-account concurrency, rate, quota window, credits
 
     def __init__(self) -> None:
         self.reset()
@@ -105,21 +130,23 @@ class SimulatorState:
         self.upload_slots = set()
         self.tasks = {}
         self.downloads = []
-        self.issued_tokens = set()
+        self.issued_tokens = {}
+        self.files = {}
+        self.agent_tasks_made = 0  # every 2nd agent task gets relative URLs (§12.7.4)
         self.flaky_refused = set()
+        self.ledger = AccountLedger()
         self._token_counter = itertools.count(1)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [recorded for recorded in self.requests if recorded.path == path]
 
-    def issue_token(self) -> str:
+    def issue_token(self, now: float = 0.0) -> str:
         token = f"sim-token-{next(self._token_counter)}"
-        self.issued_tokens.add(token)
+        self.issued_tokens[token] = now
         return token
 
-    def redeem_token(self, token: str | None) -> bool:
-        """reCAPTCHA tokens are single-use, like Google's; True when ``token`` was valid."""
-        if token is None or token not in self.issued_tokens:
-            return False
-        self.issued_tokens.discard(token)
-        return True
+    def redeem_token(self, token: str | None, now: float = 0.0) -> bool:
+        """reCAPTCHA tokens are single-use and "valid about 2 minutes" (§12.6.1, TT-3 [O]);
+        True when ``token`` was valid. ``now`` is on the clock ``issue_token`` was given."""
+        issued = self.issued_tokens.pop(token, None) if token else None
+        return issued is not None and now - issued <= TOKEN_LIFETIME

@@ -32,13 +32,13 @@ class PauseKind(enum.Enum):
 class Pause:
     kind: PauseKind
     message_id: str | None = None  # whose `_updatetime` heartbeat to send during a long pause
+    seconds: float | None = None  # an exact sleep, overriding ``kind`` (ask_proxy keepalive slices)
 
 
 Step = ev.Event | Pause
 
 ANSWER_FIELD = "session_state.answer"  # G1 (§3.3)
-CONTENT_FIELD = "content"  # G2 (§2.9)
-REASONING_FIELD_G2 = "reasoning_content"  # G2 reasoning deltas: an inference, see g2_chat_script
+CONTENT_FIELD = "content"  # G2 (§2.9, §12.4)
 WORDS_PER_DELTA = 2
 _TAG_CUTS = ("<tool_", "</tool_")  # split the tags mid-word, as a tokenizer would
 
@@ -165,47 +165,6 @@ def _detail_answer_json(answer: Answer) -> str:
     )
 
 
-def g2_chat_script(ids: ChatIds, answer: Answer, *, reported_models: list[str], now: datetime) -> list[Step]:
-    """An ``ai_chat`` answer on ``/api/agent/ask_proxy`` (§2.9).
-
-    project_start, message_start, ``session_state.models``, the search status (same
-    ``message_field`` as G1, an object ``field_value``, which is exactly what §3.1 rule 4 warns G2
-    clients about), reasoning, the ``content`` deltas with one heartbeat, and ``message_result``
-    with a nested ``message``.
-
-    ``session_state.models`` [I]: nobody recorded which model G2 says answered. We send the G1
-    ``message_field`` (§3.4.1) with a list value right after message_start, the models actually
-    used, so a degraded answer shows on G2 as on G1. A list ``field_value`` is the same risk for
-    10020099's string-typed ``field_value`` as the search status.
-
-    ``o1`` with search [I, §2.9 "for the o1-search case it still reads the top-level content"]:
-    no ``content`` deltas; ``message_result.message.content`` is the G1 detailAnswer JSON document
-    (§3.4.3).
-
-    Reasoning [I]: upstream encrypts it (``reasoning_id``/``reasoning_encrypted_content``); we also
-    stream a readable copy as ``message_field_delta`` on ``reasoning_content``, mirroring the
-    message field of that name in 10020099's model, so clients can exercise a reasoning path.
-    Mixture-of-Agents (comma-joined ``ai_chat_model``) gets no drafts on G2: only the label shows.
-    """
-    pid, mid = ids.project_id, ids.message_id
-    detail_style = _detail_style(answer, reported_models)
-    steps: list[Step] = [ev.project_start(pid), ev.message_start(mid)]
-    steps.append(ev.message_field(mid, "session_state.models", reported_models))
-    if answer.search_results:
-        steps.append(ev.message_field(mid, "session_state.search_status_top_bar_data", _top_bar(answer)))
-    for piece in answer.thinking:
-        steps += [Pause(PauseKind.DELTA, mid), ev.message_field_delta(mid, REASONING_FIELD_G2, piece)]
-    if detail_style:
-        steps.append(ev.heartbeat(mid, now))
-    else:
-        steps += _with_heartbeat_midway(deltas(mid, CONTENT_FIELD, answer.text), mid, now)
-    content = _detail_answer_json(answer) if detail_style else answer.text
-    reasoning_id = f"rs_sim_{mid.replace('-', '')[:16]}" if answer.thinking else None
-    encrypted = "gAAAAABsimulated-encrypted-reasoning==" if answer.thinking else None
-    steps.append(ev.g2_message_result(mid, content, reasoning_id=reasoning_id, reasoning_encrypted_content=encrypted))
-    return steps
-
-
 def generation_script(
     ids: ChatIds, kind: MediaKind, tasks: list[MediaTask], *, prompt: str, now: datetime
 ) -> list[Step]:
@@ -257,11 +216,6 @@ def empty_answer_script(ids: ChatIds, models: list[str]) -> list[Step]:
     return [ev.project_start(ids.project_id), ev.message_result(ids.message_id, "", session_state=state)]
 
 
-def g2_empty_answer_script(ids: ChatIds) -> list[Step]:
-    mid = ids.message_id
-    return [ev.project_start(ids.project_id), ev.message_start(mid), ev.g2_message_result(mid, "")]
-
-
 def g2_error_script(ids: ChatIds) -> list[Step]:
     """§4.1 E12: the error arrives as an event after the stream started, then the server closes."""
     message = "Rate limit exceeded, you are sending requests too quickly"
@@ -289,6 +243,9 @@ PROGRESS_ROUNDS = 3  # progress lines per task before a task that will finish do
 
 
 def file_url(base_url: str, task: MediaTask) -> str:
+    """A copilot task's file; an ask_proxy agent task has its own ``/api/files/s/`` link (§12.7.4)."""
+    if task.urls:
+        return task.urls[0]
     return f"{base_url}/sim-files/{task.id}.{'png' if task.kind == 'image' else 'mp4'}"
 
 

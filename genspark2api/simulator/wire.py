@@ -19,6 +19,7 @@ class BadBody(ValueError):
 class Message(msgspec.Struct):
     role: str | None = None
     content: Any = None
+    tool_calls: Any = None  # only to refuse it on ask_proxy (§12.5 E20)
 
 
 class ModelConfig(msgspec.Struct):
@@ -43,16 +44,35 @@ class CopilotAsk(msgspec.Struct):
     user_s_input: str | None = None
 
 
+class ModelParams(msgspec.Struct):
+    """``model_params`` of the image and video agents (§12.7.1, §12.7.6); the rest is ignored."""
+
+    type: str | None = None
+    model: str | None = None
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+    generation_count: int | None = None
+    quality: str | None = None
+    tier: str | None = None
+    duration: str | int | None = None  # a string in VID's body (§12.7.6)
+
+
 class AgentAsk(msgspec.Struct):
-    """``POST /api/agent/ask_proxy`` with ``type: ai_chat`` (§2.9)."""
+    """``POST /api/agent/ask_proxy`` (§12.2.3, §12.7.1): every body variant of §12.2.3 decodes;
+    unknown keys (``pending``, ``sendStatus``, ``session_state``, ``writingContent``…) are ignored."""
 
     type: str
     ai_chat_model: str = ""
     ai_chat_enable_search: bool = False
+    use_moa_proxy: bool = False
+    moa_models: list[str] = msgspec.field(default_factory=list)
+    models: list[str] | None = None  # §12.2.5: MUST be present for MoA
     project_id: str | None = None
+    last_seen_event_index: int | None = None
     messages: list[Message] = msgspec.field(default_factory=list)
     g_recaptcha_token: str | None = None
     user_s_input: str | None = None
+    model_params: ModelParams = msgspec.field(default_factory=ModelParams)
 
 
 class TaskStatusQuery(msgspec.Struct):
