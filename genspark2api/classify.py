@@ -415,8 +415,9 @@ def classify_http(status: int, content_type: str | None, body: bytes) -> Failure
     if _BAD_REQUEST_CF.search(text) and status in (200, 400, 401, 403):
         # §12.5 E22 (SB, 2026-09-23, newer than §4.1 E11's "bad session" reading): an application
         # check for a missing User-Agent. The same for every cookie, and never a dead one.
+        # A brief NETWORK rest, not UPSTREAM_WIDE: a proxy may strip headers on one egress only.
         return Failure(
-            FailureKind.UPSTREAM_WIDE,
+            FailureKind.NETWORK,
             "upstream_missing_user_agent",
             f"Genspark answered HTTP {status} 'bad request cf' (genspark-protocol.md §12.5 E22): the request "
             "reached it without a User-Agent. Check UPSTREAM_USER_AGENT and any proxy that strips headers; "

@@ -152,6 +152,13 @@ class AnswerTranslator:
         return []  # agent_notification keep-alives (§12.4.1) and whatever else carries no answer
 
     def finish(self) -> list[AnswerEvent]:
+        """At the end of the body. An ai_chat body that closes after its `message_result` but
+        before `FINISHED` still delivered the authoritative final text (§12.4.1): the answer
+        stands, but without a `ThreadPosition` the turn is not bound, since what the project holds
+        is unknown (§12.10). Without a result it is truncated."""
+        if not self.done and self.result_seen:
+            self.done = True
+            return [AnswerDone()]
         if not self.done:
             raise UpstreamFailure(TRUNCATED)
         return []

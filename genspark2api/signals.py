@@ -37,7 +37,7 @@ CAPTCHA_RESET_WINDOW = (85 * 60, 95 * 60)   # §12.5 E14b: the fake wall always 
 _F = re.IGNORECASE | re.DOTALL
 
 # §12.5 E13 / E14 (the link text of the limit message) and E14a.
-_FIVE_HOUR = re.compile(r"\[\s*5-hour\s+limit\s*\]\s*\(|\b5-hour\s+limit\b.{0,40}\breached\b", _F)
+_FIVE_HOUR = re.compile(r"\[\s*5-hour\s+limit\s*\]\s*\(|^\W*AI\s+(?:Chat|Image)\s+\[?\s*5-hour\s+limit", _F)
 _APPROACHING = re.compile(r"^\W*approaching\s+(?:your\s+|the\s+)?5-hour\s+limit", _F)
 # §12.5 E16, E16b.
 _CREDITS = re.compile(

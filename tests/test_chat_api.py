@@ -136,8 +136,8 @@ async def test_full_history_goes_upstream(make_service: ServiceFactory, sim, pro
     ("model", "upstream", "search"),
     [
         ("claude-sonnet-4-6-search", ["claude-sonnet-4-6"], True),
-        ("deepseek-r1", ["deep-seek-r1"], False),
-        ("some-unknown-model", ["gpt-5.1-low", "claude-sonnet-4-6", "gemini-3.1-pro-preview"], False),
+        ("deepseek-v4-pro", ["deepseek-v4-pro"], False),   # §12.8.6: no deepseek→deep-seek rewrite
+        ("moa-classic", ["gpt-5.1-low", "claude-sonnet-4-6", "gemini-3.1-pro-preview"], False),
     ],
 )
 async def test_model_routing_reaches_upstream(make_service: ServiceFactory, sim, model: str, upstream: list[str], search: bool) -> None:
@@ -148,14 +148,39 @@ async def test_model_routing_reaches_upstream(make_service: ServiceFactory, sim,
     assert extra["models"] == upstream and extra["request_web_knowledge"] is search
 
 
-async def test_ai_chat_body_shape(make_service: ServiceFactory, sim) -> None:
+async def test_unknown_models_are_404_with_a_suggestion(make_service: ServiceFactory, sim) -> None:
+    """§12.8.6: upstream would silently serve an unknown id with another model, so we refuse it."""
     service = await make_service()
+    with pytest.raises(openai.NotFoundError) as typo:
+        await service.openai().chat.completions.create(model="claude-sonet-4-6", messages=[{"role": "user", "content": "hi"}])
+    assert typo.value.body["code"] == "model_not_found" and "Did you mean 'claude-sonnet-4-6'" in typo.value.body["message"]
+    with pytest.raises(openai.NotFoundError):
+        await service.openai().chat.completions.create(model="some-unknown-model", messages=[{"role": "user", "content": "hi"}])
+    assert sim.requests_to("/api/agent/ask_proxy") == []
+    moa = await make_service(UNKNOWN_MODEL_MOA="1")
+    await moa.openai().chat.completions.create(model="some-unknown-model", messages=[{"role": "user", "content": "hi"}])
+    body = sim.requests_to("/api/agent/ask_proxy")[-1].json
+    assert body["use_moa_proxy"] is True and body["ai_chat_model"] == body["models"][0] == "gpt-5.1-low"
+
+
+async def test_ai_chat_body_shape(make_service: ServiceFactory, sim) -> None:
+    """The §12.2.3 UI body and the §12.2.1 headers on a new thread."""
+    service = await make_service(UPSTREAM_TIMEZONE="Asia/Shanghai")
     await service.openai().chat.completions.create(model="claude-sonnet-4-6-search", messages=[{"role": "user", "content": "q"}])
     request = sim.requests_to("/api/agent/ask_proxy")[-1]
     body = request.json
     assert body["type"] == "ai_chat" and body["ai_chat_model"] == "claude-sonnet-4-6"
     assert body["ai_chat_enable_search"] is True and body["user_s_input"] == "q"
-    assert request.headers["referer"].endswith("/agents?type=ai_chat")
+    assert body["project_id"] is None and body["last_seen_event_index"] == -1 and body["chat_session_id"] is None
+    assert body["sas_ask_origin"] == "typed" and body["use_moa_proxy"] is False and body["moa_models"] == []
+    (message,) = body["messages"]
+    assert message["pending"] is True and message["_deepDiveStateNegContent"] == "q"
+    assert body["client_message_id"] == message["id"]
+    headers = request.headers
+    assert headers["referer"].endswith("/agents?type=ai_chat") and headers["origin"] == service.runtime.settings.base_url
+    assert headers["x-timezone"] == "Asia/Shanghai" and "Chrome/" in headers["user-agent"]
+    trace = headers["traceparent"].split("-")
+    assert headers["request-id"] == f"|{trace[1]}.{trace[2]}" and len(trace[1]) == 32
     assert request.session_id == "ok-1"
 
 

@@ -352,8 +352,8 @@ def test_any_5xx_is_upstream_wide(status: int) -> None:
 @pytest.mark.parametrize("body", [b"bad request cf", b"Bad Request CF\n", b"  bad  request cf  "])
 def test_bad_request_cf_is_a_missing_user_agent_not_a_dead_cookie(body: bytes) -> None:
     """§12.5 E22 (SB, 2026-09-23) supersedes §4.1 E11: never kill a cookie on it."""
-    failure = assert_kind(classify_http(400, "text/plain", body), K.UPSTREAM_WIDE, "upstream_missing_user_agent")
-    assert not failure.permanent and not failure.account_scoped and not failure.retry_elsewhere
+    failure = assert_kind(classify_http(400, "text/plain", body), K.NETWORK, "upstream_missing_user_agent")
+    assert not failure.permanent and not failure.account_scoped
     assert "UPSTREAM_USER_AGENT" in failure.detail
 
 
@@ -392,7 +392,7 @@ def test_422_is_a_tool_protocol_body_not_the_cookie() -> None:
 
 
 def test_plain_signal_under_a_wrong_content_type() -> None:
-    assert_kind(classify_http(400, "text/html", b"bad request cf"), K.UPSTREAM_WIDE)
+    assert_kind(classify_http(400, "text/html", b"bad request cf"), K.NETWORK)
     assert_kind(classify_http(429, "text/html", b"Rate limit exceeded cf2"), K.RATE_LIMITED)
 
 
@@ -478,7 +478,7 @@ def test_kind_properties_table() -> None:
         ("cf-block", "AGENT", K.NETWORK),
         ("internal-error", "COPILOT", K.UPSTREAM_WIDE),
         ("service-unavailable", "COPILOT", K.UPSTREAM_WIDE),
-        ("bad-request-cf", "AGENT", K.UPSTREAM_WIDE),
+        ("bad-request-cf", "AGENT", K.NETWORK),
     ],
 )
 def test_simulator_canned_responses_classify_as_intended(scenario: str, endpoint: str, kind: FailureKind) -> None:

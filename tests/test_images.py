@@ -87,7 +87,7 @@ async def test_n_images(make_service: ServiceFactory, sim, n: int) -> None:
     result = await client.images.generate(model="dall-e-3", prompt="kittens", n=n)
     assert len({d.url for d in result.data}) == n
     config = model_config(sim)
-    assert config["generation_count"] == n and config["model"] == "dalle-3"  # §5.4 rename
+    assert config["generation_count"] == n and config["model"] == "gpt-image-2"  # dall-e-3 is an alias (catalog.py)
 
 
 @pytest.mark.parametrize(("size", "ratio"), [("1024x1024", "1:1"), ("1792x1024", "16:9"), ("1024x1536", "2:3")])

@@ -179,7 +179,15 @@ SIGNALS = [
     ("session-limit", "ai_chat", "cooling", "upstream_session_limit", 7200),
     ("not-login", "ai_chat", "dead", "upstream_not_logged_in", None),               # E4
     ("not-login", "copilot", "dead", "upstream_not_logged_in", None),
-    ("bad-request-cf", "ai_chat", "dead", "upstream_session_rejected", None),       # E11
+    # §12.5 E22: a missing User-Agent, not a dead session (supersedes §4.1 E11): a short rest only.
+    ("bad-request-cf", "ai_chat", "cooling", "upstream_missing_user_agent", 7),
+    # §12.5 in-band signals: HTTP 200 answers with a message id whose text is the signal.
+    ("chat-5h-limit", "ai_chat", "cooling", "upstream_5h_limit", 1800),            # E13, no reset
+    ("chat-5h-limit-reset", "ai_chat", "cooling", "upstream_5h_limit", 10800),     # E13 + fixed Resets
+    ("approaching-limit", "ai_chat", "cooling", "upstream_5h_limit", 1800),        # E14a
+    ("placeholder", "ai_chat", "cooling", "upstream_placeholder", 60),             # E15
+    ("credits-gone", "ai_chat", "cooling", "upstream_credits_exhausted", 86400),   # E16
+    ("throttle-text", "ai_chat", "cooling", "upstream_rate_limited", 321),         # E17
     ("cf-challenge", "ai_chat", "cooling", "upstream_cloudflare_challenge", 7),     # E1: network class
     ("cf-block", "ai_chat", "cooling", "upstream_cloudflare_block", 7),             # E2: network class
     ("cf-block", "copilot", "cooling", "upstream_cloudflare_block", 7),
@@ -329,7 +337,7 @@ async def test_all_cooling_is_429_with_the_earliest_recovery(nursery: trio.Nurse
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 async def test_none_alive_is_503(nursery: trio.Nursery, sim: Simulator, stream: bool) -> None:
-    gone, rejected = cookie("not-login"), cookie("bad-request-cf")
+    gone, rejected = cookie("not-login"), cookie("not-login")
     service = await serve(nursery, sim, [gone, rejected])
     for _ in range(2):
         reply = await ask(service, stream=stream)
@@ -341,7 +349,7 @@ async def test_none_alive_is_503(nursery: trio.Nursery, sim: Simulator, stream: 
 
 async def test_dead_cookies_are_never_resurrected(nursery: trio.Nursery, sim: Simulator) -> None:
     clock = FakeClock(time.time())
-    gone, rejected, good = cookie("not-login"), cookie("bad-request-cf"), cookie("ok")
+    gone, rejected, good = cookie("not-login"), cookie("not-login"), cookie("ok")
     service = await serve(nursery, sim, [gone, rejected, good], {"clock": clock})
     assert answered(await ask(service))
     for _ in range(3):
@@ -470,9 +478,10 @@ async def test_a_follow_up_lands_on_the_same_project(nursery: trio.Nursery, sim:
 
 
 async def test_model_chat_map_pins_a_model_to_a_project(nursery: trio.Nursery, sim: Simulator) -> None:
-    service = await serve(
-        nursery, sim, [cookie("ok"), cookie("ok")], MODEL_CHAT_MAP=f"{MODEL}=pinned-project-1", AUTO_DEL_CHAT="1"
-    )
+    # §12.3: a project belongs to one account, so a pinned project makes sense with one cookie; the
+    # simulator adopts the unknown id as the old habit did (its default is the real site's 500).
+    sim.options.adopt_unknown_projects = True
+    service = await serve(nursery, sim, [cookie("ok")], MODEL_CHAT_MAP=f"{MODEL}=pinned-project-1", AUTO_DEL_CHAT="1")
     assert answered(await ask(service, question="one"))
     assert answered(await ask(service, stream=True, question="two, a different conversation"))
     assert [project_of(b) for b in chat_bodies(sim)] == ["pinned-project-1"] * 2
@@ -847,7 +856,7 @@ async def test_the_pool_endpoint_needs_the_api_key(nursery: trio.Nursery, sim: S
     (row,) = response.json()["data"]
     assert set(row) == {
         "cookie", "key", "state", "reason", "until", "in_flight", "successes", "failures",
-        "consecutive_failures", "last_used", "last_error",
+        "consecutive_failures", "last_used", "last_error", "substitutions",
     }
 
 

@@ -182,7 +182,10 @@ async def test_images_go_up_inline_with_their_true_mime(
     assert f"image ({len(PNG)} bytes); image ({len(GIF)} bytes)" in answer
     # Each image is billed as an estimate of 765 tokens on top of the text (media_prep.py).
     text_tokens = counter.count_messages([("user", "What is in these pictures?", None)])
-    assert result.usage.prompt_tokens == text_tokens + 2 * 765
+    if protocol == "copilot":
+        assert result.usage.prompt_tokens == text_tokens + 2 * 765
+    else:  # §12.4.2: ai_chat reports its own counts in `_llm_usage`, and those win
+        assert result.usage.prompt_tokens == sim.results[-1]["session_state"]["_llm_usage"]["prompt_tokens"]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -279,6 +282,15 @@ async def test_search_answer_ends_with_sources(make_service: ServiceFactory, sim
     question = "Latest Python release"
     answer = await ask(service.openai(), stream=stream, model="gpt-5.4-search",
                        messages=[{"role": "user", "content": question}])
+    request = chat_body(sim, protocol)
+    assert request.get("ai_chat_enable_search", request.get("extra_data", {}).get("request_web_knowledge")) is True
+    if protocol == "ai_chat":
+        # §12.4.3: no citation objects; the "I'll search for …" preamble and the queries are
+        # the model's search step, shown as reasoning, never as the answer.
+        assert answer.content == f"[simulated gpt-5.4] You said: {question}"
+        assert "I'll search for" not in answer.content and "queries" not in answer.content
+        assert answer.reasoning.startswith("Searching the web: ") and question in answer.reasoning
+        return
     body, _, sources = answer.content.partition("\n\n**Sources**\n")
     assert body == f"[simulated gpt-5.4] You said: {question} [1](https://example.org/sim/latest-python-release/1)"
     assert search_links(sources) == [
@@ -288,14 +300,11 @@ async def test_search_answer_ends_with_sources(make_service: ServiceFactory, sim
     # Neither the mind map nor the detail answer joins the answer (§3.4.3).
     assert "Simulated sources" not in answer.content and "Detail:" not in answer.content
     assert answer.finish_reason == "stop"
-    request = chat_body(sim, protocol)
-    assert request.get("ai_chat_enable_search", request.get("extra_data", {}).get("request_web_knowledge")) is True
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True])
-async def test_search_sources_can_be_switched_off(make_service: ServiceFactory, protocol: str, stream: bool) -> None:
-    service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol, SEARCH_SOURCES="0")
+async def test_search_sources_can_be_switched_off(make_service: ServiceFactory, stream: bool) -> None:
+    service = await make_service(GENSPARK_CHAT_PROTOCOL="copilot", SEARCH_SOURCES="0")
     answer = await ask(service.openai(), stream=stream, model="gpt-5.4-search",
                        messages=[{"role": "user", "content": "Latest Python release"}])
     assert answer.content == (
@@ -303,11 +312,12 @@ async def test_search_sources_can_be_switched_off(make_service: ServiceFactory, 
     )
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True])
-async def test_o1_search_detail_answer_is_unpacked(make_service: ServiceFactory, sim, protocol: str, stream: bool) -> None:
-    # copilot: message_result.content; ai_chat: message_result.message.content, no deltas (§2.9).
-    service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol)
+async def test_o1_search_detail_answer_is_unpacked(make_service: ServiceFactory, sim, stream: bool) -> None:
+    # G1 only (§3.4.3): message_result.content holds a detailAnswer document. `o1` is retired on
+    # the web (§12.8.5), so it is reached through EXTRA_MODELS, as an operator would.
+    protocol = "copilot"
+    service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol, EXTRA_MODELS="o1")
     answer = await ask(service.openai(), stream=stream, model="o1-search",
                        messages=[{"role": "user", "content": "Who won the match"}])
     body, _, sources = answer.content.partition("\n\n**Sources**\n")
@@ -333,6 +343,7 @@ async def test_reasoning_presentations(
 ) -> None:
     env = {"reasoning_content": {}, "think": {"REASONING_FORMAT": "think"}, "hidden": {"REASONING_HIDE": "1"}}[mode]
     service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol, **env)
+    sim.options.readable_reasoning = True   # §12.4.4: ai_chat sends none by default
     question = "Is 1001 prime"
     answer = await ask(service.openai(), stream=stream, model=REASONING_MODEL,
                        messages=[{"role": "user", "content": question}])
@@ -355,7 +366,7 @@ async def test_reasoning_presentations(
 @pytest.mark.parametrize("stream", [False, True])
 async def test_mixture_of_agents_layers_are_reasoning(make_service: ServiceFactory, sim, stream: bool) -> None:
     service = await make_service(GENSPARK_CHAT_PROTOCOL="copilot")
-    answer = await ask(service.openai(), stream=stream, model="my-own-model",
+    answer = await ask(service.openai(), stream=stream, model="moa-classic",
                        messages=[{"role": "user", "content": "Hello all"}])
     assert chat_body(sim, "copilot")["extra_data"]["models"] == MIXTURE
     assert answer.content == f"[simulated mixture-of-agents: {', '.join(MIXTURE)}] You said: Hello all"
@@ -368,9 +379,10 @@ async def test_mixture_of_agents_layers_are_reasoning(make_service: ServiceFacto
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_think_tags_stay_balanced_when_max_tokens_cuts_the_reasoning(
-    make_service: ServiceFactory, protocol: str, stream: bool
+    make_service: ServiceFactory, sim, protocol: str, stream: bool
 ) -> None:
     service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol, REASONING_FORMAT="think")
+    sim.options.readable_reasoning = True
     answer = await ask(service.openai(), stream=stream, model=REASONING_MODEL, max_tokens=8,
                        messages=[{"role": "user", "content": "Is 1001 prime"}])
     content = answer.content
@@ -502,13 +514,15 @@ async def test_pre_messages_follow_the_last_system_message(make_service: Service
 async def test_answering_model_header(make_service: ServiceFactory, cookie: str, protocol: str) -> None:
     service = await make_service(cookies=[cookie], GENSPARK_CHAT_PROTOCOL=protocol)
     client = service.openai()
-    expected = "gpt-5.4" if cookie == "ok-1" else "gpt-4o-mini"
+    # ai_chat names the served model in `_llm_model` (§12.4.2): the header carries it on whole
+    # answers; G1 names it in `session_state.models` at the start, so its streams carry it too.
+    expected = "gpt-5.4" if cookie == "ok-1" else ("gpt-4o-mini" if protocol == "copilot" else "gpt-5.4-nano")
     messages = [{"role": "user", "content": "Which model are you"}]
     whole = await client.chat.completions.with_raw_response.create(model="gpt-5.4", messages=messages)
     assert whole.headers["x-genspark-model"] == expected
     assert whole.parse().choices[0].message.content.startswith(f"[simulated {expected}]")
     streamed = await client.chat.completions.with_raw_response.create(model="gpt-5.4", messages=messages, stream=True)
-    assert streamed.headers["x-genspark-model"] == expected
+    assert streamed.headers.get("x-genspark-model") == (expected if protocol == "copilot" else None)
     chunks = [c async for c in streamed.parse()]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith(f"[simulated {expected}]")
     assert {c.model for c in chunks} == {"gpt-5.4"}  # the client still sees the model it asked for
@@ -522,6 +536,7 @@ async def test_usage_is_the_same_streamed_or_whole(
     make_service: ServiceFactory, sim, counter: TokenCounter, protocol: str
 ) -> None:
     service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol)
+    sim.options.readable_reasoning = True
     client = service.openai()
     messages = [
         {"role": "system", "content": "You are terse."},
@@ -547,6 +562,11 @@ async def test_usage_is_the_same_streamed_or_whole(
     upstream = [(m["role"], text_of(m["content"]), None) for m in sent_streamed]
     assert upstream == [(m["role"], text_of(m["content"]), None) for m in sent_whole]
     assert upstream[-1] == ("user", "Name them\nin order", None)
+    if protocol == "ai_chat":   # §12.4.2: Genspark's own `_llm_usage` wins over our estimate
+        reported = sim.results[-1]["session_state"]["_llm_usage"]
+        assert (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (
+            reported["prompt_tokens"], reported["completion_tokens"])
+        return
     assert whole.usage.prompt_tokens == counter.count_messages(upstream)
     assert whole.usage.completion_tokens == counter.count(whole.content) + counter.count(whole.reasoning)
     assert whole.usage.completion_tokens_details.reasoning_tokens == counter.count(whole.reasoning)

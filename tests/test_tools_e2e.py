@@ -133,9 +133,20 @@ def assistant_turn(content: str | None, calls: list[dict[str, Any]]) -> dict[str
     }
 
 
-def assert_history_rendered(body: dict[str, Any], calls: list[tuple[str, dict[str, Any]]], results: list[str]) -> None:
-    """The second request: the earlier calls in the envelope, each result a "Tool result" user turn."""
+def assert_history_rendered(body: dict[str, Any], calls: list[tuple[str, dict[str, Any]]], results: list[str],
+                            protocol: str = "copilot") -> None:
+    """The second request. copilot: the whole history, the earlier calls in the envelope, each
+    result a "Tool result" user turn. ai_chat continues the project of the call, so it sends
+    only the new turn (§12.2.4): the results as one user message, nothing else."""
     turns = upstream_turns(body)
+    if protocol == "ai_chat":
+        ((role, text),) = turns
+        pieces = text.split("\n\n")
+        assert role == "user" and len(pieces) == len(results)
+        for piece, (name, _), result in zip(pieces, calls, results, strict=True):
+            assert piece.startswith(f"Tool result for {name} (tool_call_id=call_") and piece.endswith(f"):\n{result}")
+        assert body["last_seen_event_index"] >= 0
+        return
     assert_tools_offered(body)
     blocks = "\n".join(
         f'<tool_call>{{"name": "{name}", "arguments": {json.dumps(args, separators=(",", ":"))}}}</tool_call>'
@@ -175,7 +186,7 @@ async def test_tool_loop_non_stream(make_service: ServiceFactory, sim, protocol:
     assert quotes_result(second.choices[0].message.content)
 
     body2 = upstream_bodies(sim, protocol)[1]
-    assert_history_rendered(body2, [("get_weather", WEATHER_ARGS)], [RESULT])
+    assert_history_rendered(body2, [("get_weather", WEATHER_ARGS)], [RESULT], protocol)
     # Conversation binding: the follow-up continues the upstream chat of the call.
     assert project_of(body2, protocol) == project and list(sim.projects) == [project]
     assert len(sim.projects[project].turns) == 2
@@ -183,7 +194,10 @@ async def test_tool_loop_non_stream(make_service: ServiceFactory, sim, protocol:
     # A plain follow-up after the tool loop still continues the same upstream chat.
     history += [second.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "Thanks!"}]
     third = await client.chat.completions.create(model="claude-sonnet-4-6", messages=history, tools=TOOLS)
-    assert third.choices[0].finish_reason == "tool_calls"  # the simulated model calls whenever offered
+    if protocol == "copilot":   # ai_chat sent only "Thanks!": the instruction lives in the project
+        assert third.choices[0].finish_reason == "tool_calls"  # the simulated model calls whenever offered
+    else:
+        assert upstream_turns(upstream_bodies(sim, protocol)[2]) == [("user", "Thanks!")]
     assert project_of(upstream_bodies(sim, protocol)[2], protocol) == project and list(sim.projects) == [project]
 
 
@@ -205,7 +219,7 @@ async def test_tool_loop_stream(make_service: ServiceFactory, sim, protocol: str
     assert quotes_result(content)
 
     body2 = upstream_bodies(sim, protocol)[1]
-    assert_history_rendered(body2, [("get_weather", WEATHER_ARGS)], [RESULT])
+    assert_history_rendered(body2, [("get_weather", WEATHER_ARGS)], [RESULT], protocol)
     assert project_of(body2, protocol) == project and list(sim.projects) == [project]
 
 
@@ -232,7 +246,11 @@ async def test_parallel_calls_and_their_results(make_service: ServiceFactory, si
     answer = await client.chat.completions.create(model="gpt-5.4", messages=history, tools=TOOLS)
     assert answer.choices[0].finish_reason == "stop"
     assert quotes_result(answer.choices[0].message.content)
-    sent = upstream_turns(upstream_bodies(sim, protocol)[-1])
+    last = upstream_bodies(sim, protocol)[-1]
+    if protocol == "ai_chat":
+        assert_history_rendered(last, [("get_weather", WEATHER_ARGS), ("get_time", TIME_ARGS)], [RESULT, "09:30"], protocol)
+        return
+    sent = upstream_turns(last)
     assert sent[-3][0] == "assistant" and sent[-3][1].count("<tool_call>") == 2
     assert sent[-2][1].startswith("Tool result for get_weather") and sent[-2][1].endswith(RESULT)
     assert sent[-1][1].startswith("Tool result for get_time") and sent[-1][1].endswith("09:30")
@@ -473,10 +491,11 @@ async def test_tool_call_stream_bytes(make_service: ServiceFactory, protocol: st
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_reasoning_model_calls_tools(make_service: ServiceFactory, protocol: str) -> None:
+async def test_reasoning_model_calls_tools(make_service: ServiceFactory, sim, protocol: str) -> None:
     service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol)
+    sim.options.readable_reasoning = True   # §12.4.4: none on ai_chat unless asked for
     client = service.openai()
-    stream = await client.chat.completions.create(model="o3-pro", messages=ASK, tools=TOOLS, stream=True)
+    stream = await client.chat.completions.create(model="gpt-5.5-pro", messages=ASK, tools=TOOLS, stream=True)
     content, calls, finishes, chunks = await collect_stream(stream)
     reasoning = "".join(
         getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices
@@ -485,7 +504,7 @@ async def test_reasoning_model_calls_tools(make_service: ServiceFactory, protoco
     assert content == "" and finishes == ["tool_calls"]
     assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", WEATHER_ARGS)]
 
-    whole = await client.chat.completions.create(model="o3-pro", messages=ASK, tools=TOOLS)
+    whole = await client.chat.completions.create(model="gpt-5.5-pro", messages=ASK, tools=TOOLS)
     message = whole.choices[0].message
     assert message.reasoning_content.startswith("Simulated reasoning") and message.content is None
     assert whole.choices[0].finish_reason == "tool_calls"

@@ -73,7 +73,7 @@ async def test_video_generations_endpoint(make_service: ServiceFactory, sim) -> 
         config = video_asks(sim)[-1].json["extra_data"]["model_configs"][0]
         assert config == {"aspect_ratio": "16:9", "duration": 5, "model": "kling/v3", "reflection_enabled": True}
         uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
-        response = await http.post("/v1/videos/generations", json={"model": "kling/o3/image-to-video", "prompt": "move",
+        response = await http.post("/v1/videos/generations", json={"model": "gemini/veo3.1/first-last-frame-to-video", "prompt": "move",
                                                                     "image": uri, "response_format": "b64_json"})
         assert response.status_code == 200, response.text
         assert base64.b64decode(response.json()["data"][0]["b64_json"])[4:8] == b"ftyp"
@@ -167,7 +167,7 @@ async def test_full_job_store_is_a_429(make_service: ServiceFactory, sim) -> Non
 async def test_job_with_input_reference(make_service: ServiceFactory, sim) -> None:
     service = await make_service()
     client = service.openai()
-    job = await client.videos.create(prompt="animate this", model="kling/o3/image-to-video",
+    job = await client.videos.create(prompt="animate this", model="gemini/veo3.1/first-last-frame-to-video",
                                      input_reference=("ref.png", PNG, "image/png"))
     done, _ = await poll_job(client, job.id)
     assert done.status == "completed"

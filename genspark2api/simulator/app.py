@@ -104,6 +104,8 @@ def create_app(sim: Simulator) -> QuartTrio:
             completed = False
             try:
                 async for chunk in play(script, sim.timing):
+                    if b'"type": "message_result"' in chunk:
+                        sim.record_result(chunk)
                     yield chunk
                 completed = True
             finally:

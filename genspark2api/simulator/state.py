@@ -7,6 +7,7 @@ the same trio process as the service under test, or several simulators side by s
 from __future__ import annotations
 
 import enum
+import json
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -123,6 +124,7 @@ class SimulatorState:
 
     def reset(self) -> None:
         self.requests = []
+        self.results: list[dict[str, Any]] = []
         self.stream_closures = []
         self.projects = {}
         self.deleted_projects = []
@@ -136,6 +138,15 @@ class SimulatorState:
         self.flaky_refused = set()
         self.ledger = AccountLedger()
         self._token_counter = itertools.count(1)
+
+    def record_result(self, frame: bytes) -> None:
+        """Keep each ``message_result`` sent (its ``message`` on ai_chat), for assertions on what
+        upstream said, e.g. ``_llm_usage``."""
+        try:
+            event = json.loads(frame.decode().removeprefix("data: "))
+        except ValueError:
+            return
+        self.results.append(event.get("message") if isinstance(event.get("message"), dict) else event)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         return [recorded for recorded in self.requests if recorded.path == path]
