@@ -1,15 +1,40 @@
-"""``python -m genspark2api.simulator [--host H] [--port P] [--answer-delay S]``: run the fake alone."""
+"""``python -m genspark2api.simulator [--host H] [--port P] [--answer-delay S] [--option K=V …]``: run
+the fake alone. ``--option`` sets one of the §12 switches of options.py, e.g.
+``--option require_origin=false --option five_hour_budget=20``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+from dataclasses import fields
 from functools import partial
+from typing import Any
 
 import trio
 
+from .options import SimOptions
 from .server import Simulator, serve_simulator
+
+_OPTION_NAMES = {f.name for f in fields(SimOptions)}
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """``name=value``; the value is a bool, ``none``, a number or else a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or name not in _OPTION_NAMES:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with NAME one of {', '.join(sorted(_OPTION_NAMES))}")
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return name, lowered == "true"
+    if lowered == "none":
+        return name, None
+    for number in (int, float):
+        try:
+            return name, number(raw)
+        except ValueError:
+            pass
+    return name, raw
 
 
 async def _run(sim: Simulator, host: str, port: int) -> None:
@@ -31,9 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task-poll-interval", type=float, default=0.5)
     parser.add_argument("--heartbeat-interval", type=float, default=0.5)
     parser.add_argument("--slow-first-byte", type=float, default=3.0, help="delay of the slow-first-byte scenario")
+    parser.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE",
+                        help="a genspark-protocol.md §12 switch (options.py); repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sim = Simulator(args.answer_delay, args.task_poll_interval, args.heartbeat_interval, args.slow_first_byte)
+    sim = Simulator(args.answer_delay, args.task_poll_interval, args.heartbeat_interval, args.slow_first_byte,
+                    **dict(args.option))
     trio.run(partial(_run, sim, args.host, args.port))
 
 

@@ -36,9 +36,9 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from .agent import Streamed
 from .media import colour_for, fake_mp4, solid_png
 from .playback import play
-from .agent import Streamed
 from .scenarios import (
     BAD_REQUEST_CF,
     ORIGIN_MISSING,

@@ -24,7 +24,11 @@ Which endpoints honour which scenario:
   ``bad request cf``, §12.5 E22) and, with ``require_origin``, ``Origin`` and ``Referer`` (else
   the Cloudflare block page as a 403, §12.5 E19c [I: body not recorded]); a missing session id
   is then the not-login body (it was ``bad request cf`` in the §2.9 reading, superseded by §12.5);
-* the stream scenarios (free-limit, session-limit, cut-stream, …) are played by backend.py.
+* ``bad-request-cf`` still forces the E22 answer on ask_proxy (with a User-Agent present);
+* the stream scenarios (free-limit, session-limit, cut-stream, …) are played by backend.py on
+  copilot and by agent.py on ask_proxy, which also plays the §12.5 in-band signals
+  (chat-5h-limit, chat-5h-limit-reset, image-5h-limit, approaching-limit, placeholder,
+  placeholder-sometimes, credits-gone, throttle-text, declined, cut-before-finished).
 
 HTTP statuses and content types are [I] (§10.1: nobody recorded them); the bodies are the exact
 strings the detectors of §4.1 look for.
