@@ -19,6 +19,7 @@ FREE_GRANT = 100  # §12.5 free tier: 100 credits once per account; what billing
 @dataclass
 class AccountLedger:
     in_flight: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: dict[str, int] = field(default_factory=dict)   # for tests: the most at once
     penalty_until: dict[str, float] = field(default_factory=dict)
     recent_asks: dict[str, deque[float]] = field(default_factory=dict)
     ask_counts: dict[str, int] = field(default_factory=dict)  # ai_chat asks that got an answer stream
@@ -42,6 +43,7 @@ class AccountLedger:
             return False
         recent.append(now)
         self.in_flight[session_id] = self.in_flight.get(session_id, 0) + 1
+        self.peak_in_flight[session_id] = max(self.peak_in_flight.get(session_id, 0), self.in_flight[session_id])
         return True
 
     def release(self, session_id: str) -> None:
