@@ -115,7 +115,10 @@ async def run(settings: Settings, demo: bool) -> None:
 
             simulator = Simulator()
             sim_url = await nursery.start(serve_simulator, simulator, "127.0.0.1", 0)
-            settings = settings.replace(base_url=sim_url, cookies=("session_id=demo",), cookie_file="")
+            # The simulator's token service stands in for RECAPTCHA_PROXY_URL: its image agent wants
+            # a fresh token per request, as the real one does (§12.6.1).
+            settings = settings.replace(base_url=sim_url, cookies=("session_id=demo",), cookie_file="",
+                                        recaptcha_proxy_url=settings.recaptcha_proxy_url or sim_url)
             log.info("demo mode: upstream is the built-in Genspark simulator at %s (answers are simulated)", sim_url)
         runtime = Runtime(settings)
         app = create_app(runtime)

@@ -80,6 +80,14 @@ class AnswerDone:
 
 
 @dataclass(frozen=True, slots=True)
+class TasksAccepted:
+    """Upstream accepted generation tasks (§12.7.2): the request is committed to this cookie, since
+    a resubmission elsewhere would spend credits twice."""
+
+    task_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MediaReady:
     """Generated images or videos (one attempt's whole result)."""
 
@@ -91,10 +99,10 @@ class MediaReady:
 
 AnswerEvent = (
     ProjectStarted | ModelsReported | ModelServed | UsageReported | ThreadPosition
-    | TextDelta | ReasoningDelta | SourcesFound | AnswerDone | MediaReady
+    | TextDelta | ReasoningDelta | SourcesFound | AnswerDone | TasksAccepted | MediaReady
 )
 
 
 def is_answer_bearing(event: object) -> bool:
     """Events after which a failover would lose something the client may already have seen."""
-    return isinstance(event, TextDelta | ReasoningDelta | AnswerDone | MediaReady)
+    return isinstance(event, TextDelta | ReasoningDelta | AnswerDone | TasksAccepted | MediaReady)

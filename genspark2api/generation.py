@@ -189,21 +189,41 @@ class TaskBoard:
     url_keys: tuple[str, ...]
     progress: dict[str, int] = field(default_factory=dict)
     final: dict[str, Any] | None = None
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rounds: int = 0
 
     def feed(self, event: Any) -> bool:
-        """Take one parsed event; True once the final status has arrived."""
+        """Take one parsed event; True once the final status has arrived.
+
+        Besides the G1 lines (§2.3) it reads §12.7.3's `{"tasks": {<id>: {...}}}` rounds, whose
+        entries carry no progress number: each round moves the estimate on a little.
+        """
         if not isinstance(event, dict):
             return False
+        tasks = event.get("tasks")
+        if isinstance(tasks, dict):
+            self.rounds += 1
+            for task, entry in tasks.items():
+                if task in self.task_ids and isinstance(entry, dict):
+                    self.latest[task] = entry
+                    self.progress[task] = max(self.progress.get(task, 0), min(90, 10 * self.rounds))
         kind = event.get("type")
         if kind == "TASKS_STATUS_UPDATE":
             task, value = event.get("task_id"), event.get("progress")
             if task in self.task_ids and isinstance(value, int | float) and not isinstance(value, bool):
                 self.progress[task] = max(0, min(99, int(value)))  # 100 only when complete
-        elif kind == "TASKS_STATUS_COMPLETE":
+        elif kind == "TASKS_STATUS_COMPLETE" or isinstance(event.get("final_status"), dict):
+            # §12.7.3: TT-4 shows only `final_status`; §2.3's `type` may or may not come with it.
             final = event.get("final_status")
             self.final = final if isinstance(final, dict) else {}
             return True
         return False
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """The newest entry per task: the final status where it came, else the last round's."""
+        out = dict(self.latest)
+        out.update({t: e for t, e in (self.final or {}).items() if isinstance(e, dict)})
+        return out
 
     @property
     def overall_progress(self) -> int:
@@ -343,7 +363,9 @@ class GenerationRun:
         self._project: str | None = None
         self._media: MediaReady | None = None
         self._result: Generated | None = None
-        attempt = partial(media_attempt, rt, job, on_progress)
+        # §12.7: the ai_chat generation asks the ask_proxy agents; copilot keeps the §2.2 flow.
+        attempt_fn = media_attempt if rt.settings.chat_protocol == "copilot" else _agent_attempt()
+        attempt = partial(attempt_fn, rt, job, on_progress)
         rt.nursery.start_soon(self._produce, attempt)
 
     async def _produce(self, attempt: Any) -> None:
@@ -408,6 +430,12 @@ class GenerationRun:
         """§2.6, §5.9: with AUTO_DEL_CHAT=1 image and video projects are always deleted."""
         if self.rt.settings.auto_del_chat and result.project_id and result.lease is not None:
             delete_project(self.rt, result.lease, result.project_id)
+
+
+def _agent_attempt() -> Any:
+    from .media_agent import agent_attempt   # media_agent builds on this module's TaskBoard
+
+    return agent_attempt
 
 
 def delete_project(rt: Runtime, lease: Lease, project_id: str) -> None:

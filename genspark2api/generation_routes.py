@@ -107,7 +107,7 @@ async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], lis
 
 def request_media_urls(rt: Runtime) -> MediaUrls:
     """How this request's generated files are named to its client (MEDIA_URLS)."""
-    if rt.settings.media_urls != "proxy":
+    if not rt.settings.proxied_media:
         return MediaUrls()
     return MediaUrls(rt.media_links, public_base(rt.settings, request.scheme, request.host, request.headers))
 

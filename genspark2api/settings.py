@@ -39,7 +39,7 @@ DEPRECATED = {
 
 CHAT_PROTOCOLS = ("ai_chat", "copilot")
 REASONING_FORMATS = ("reasoning_content", "think")
-MEDIA_URL_MODES = ("upstream", "proxy")
+MEDIA_URL_MODES = ("auto", "upstream", "proxy")
 SUBSTITUTION_POLICIES = ("allow", "failover", "cool")
 # §12.2.1: a full current Chrome UA (SB sends Chrome/146 on Windows).
 DEFAULT_USER_AGENT = (
@@ -246,7 +246,7 @@ class Settings:
     video_timeout: float = setting("VIDEO_TIMEOUT", 900.0, _seconds(0.1), "Overall deadline of a video generation, seconds")
     video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept in memory")
     video_jobs_ttl: float = setting("VIDEO_JOBS_TTL", 3600.0, _seconds(1), "How long a finished video job is kept, seconds")
-    media_urls: str = setting("MEDIA_URLS", "upstream", _choice(*MEDIA_URL_MODES), "upstream (Genspark's file URLs) or proxy (links on this service)")
+    media_urls: str = setting("MEDIA_URLS", "auto", _choice(*MEDIA_URL_MODES), "upstream (Genspark's file URLs), proxy (links on this service) or auto: proxy on ai_chat, whose files need the session cookie (§12.7.4), upstream on copilot")
     public_base_url: str = setting("PUBLIC_BASE_URL", "", _public_base_url, "Base of proxied media links as clients see it; empty = from the request")
     media_link_ttl: float = setting("MEDIA_LINK_TTL", 86400.0, _seconds(1), "How long a proxied media link stays valid, seconds")
 
@@ -266,6 +266,13 @@ class Settings:
         if "PROXY_SECRET" in env and "API_SECRET" not in env:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
         return cls(**values)
+
+    @property
+    def proxied_media(self) -> bool:
+        """Whether generated files are handed out as links on this service (MEDIA_URLS)."""
+        if self.media_urls == "auto":
+            return self.chat_protocol == "ai_chat"
+        return self.media_urls == "proxy"
 
     def replace(self, **changes: Any) -> Settings:
         return type(self)(**{f.name: changes.get(f.name, getattr(self, f.name)) for f in fields(self)})

@@ -127,6 +127,10 @@ class GensparkClient:
         mine, theirs = urlsplit(self.base_url), urlsplit(url)
         return (mine.scheme, mine.hostname, mine.port) == (theirs.scheme.lower(), theirs.hostname, theirs.port)
 
+    def absolute(self, url: str) -> str:
+        """A result URL as upstream gave it, made absolute: §12.7.4 URLs may come back relative."""
+        return self.url(url) if url.startswith("/") and not url.startswith("//") else url
+
     def url(self, path: str) -> str:
         return urljoin(self.base_url + "/", path.lstrip("/"))
 

@@ -20,6 +20,17 @@ IMAGE_POLL = "/api/ig_tasks_status"
 RED_PNG = solid_png((255, 0, 0))
 
 
+@pytest.fixture
+def make_service(make_service: ServiceFactory) -> ServiceFactory:
+    """These tests cover the G1 media flow of §2.2–§2.4 (GENSPARK_CHAT_PROTOCOL=copilot); the
+    ai_chat agents of §12.7 are tested in test_media_agent.py."""
+
+    async def factory(cookies=("ok-1",), **env: str):
+        return await make_service(cookies, **{"GENSPARK_CHAT_PROTOCOL": "copilot", **env})
+
+    return factory
+
+
 def asks(sim) -> list:
     return [r for r in sim.requests_to(ASK) if r.json and r.json.get("type") == "COPILOT_MOA_IMAGE"]
 

@@ -20,6 +20,17 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 LINK = re.compile(r"(?P<base>https?://[^/]+(?:/[^/]+)*)/v1/media/(?P<token>[A-Za-z0-9_-]{32})\.(?P<ext>png|mp4)")
 
 
+@pytest.fixture
+def make_service(make_service: ServiceFactory) -> ServiceFactory:
+    """The G1 media flow (§2.2–§2.4), whose file names these tests know; test_media_agent.py has
+    the links of the §12.7 agents."""
+
+    async def factory(cookies=("ok-1",), **env: str):
+        return await make_service(cookies, **{"GENSPARK_CHAT_PROTOCOL": "copilot", **env})
+
+    return factory
+
+
 def proxied(url: str, base: str) -> str:
     """The token of a link on `base`; fails when `url` is anything else."""
     match = LINK.fullmatch(url)

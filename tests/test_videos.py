@@ -15,6 +15,17 @@ from genspark2api.simulator.media import solid_png
 from genspark2api.videos import VideoJobStore, parse_video_job
 from test_images import wait_for
 
+
+@pytest.fixture
+def make_service(make_service: ServiceFactory) -> ServiceFactory:
+    """These tests cover the G1 media flow of §2.2–§2.4 (GENSPARK_CHAT_PROTOCOL=copilot); the
+    ai_chat agents of §12.7 are tested in test_media_agent.py."""
+
+    async def factory(cookies=("ok-1",), **env: str):
+        return await make_service(cookies, **{"GENSPARK_CHAT_PROTOCOL": "copilot", **env})
+
+    return factory
+
 ASK = "/api/copilot/ask"
 VIDEO_POLL = "/api/vg_tasks_status"
 PNG = solid_png((0, 0, 255))
