@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 TEXT_MODELS: tuple[str, ...] = (
@@ -208,12 +207,6 @@ def route_model(name: str, catalog: Catalog = DEFAULT_CATALOG) -> ModelRoute:
     return catalog.route(name)
 
 
-def is_video_model(name: str) -> bool:
-    return name in VIDEO_MODELS or name in VIDEO_ALIASES
-
-
-def is_image_model(name: str) -> bool:
-    return name in IMAGE_MODELS or name in IMAGE_ALIASES
 
 
 def served_matches(requested: str, served: str) -> bool:
@@ -235,12 +228,3 @@ def owned_by(model_id: str) -> str:
         if lowered.startswith(prefix):
             return owner
     return "genspark"
-
-
-def listed_models(catalog: Catalog = DEFAULT_CATALOG) -> list[tuple[str, str]]:
-    return catalog.listed()
-
-
-def all_names(catalog: Catalog) -> Iterable[str]:
-    yield from (m for m, _ in catalog.listed())
-    yield from catalog.aliases()

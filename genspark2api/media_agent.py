@@ -39,7 +39,7 @@ from .classify import TRUNCATED, Failure, FailureKind
 from .events import MediaReady, ProjectStarted, TasksAccepted, UpstreamFailure
 from .generation import GenerationJob, MediaKind, ProgressCallback, TaskBoard
 from .pool import Lease
-from .protocols import LIMIT_FIELD, _limit_text
+from .protocols import LIMIT_FIELD, limit_text
 from .runtime import Runtime
 from .signals import classify_answer, session_limit
 from .sse import UpstreamEvent
@@ -187,7 +187,7 @@ class AgentMediaReader:
         elif event.field_name == self.results_field and isinstance(event.field_value, list):
             self.items = [i for i in event.field_value if isinstance(i, dict)]   # §12.7.2
         elif event.field_name == LIMIT_FIELD:
-            self.limit_text = _limit_text(event.field_value) or self.limit_text
+            self.limit_text = limit_text(event.field_value) or self.limit_text
         elif event.type == "message_result":
             self.result_seen = True
             message = event.message if isinstance(event.message, dict) else {}

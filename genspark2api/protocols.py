@@ -225,7 +225,7 @@ class AnswerTranslator:
         name = event.field_name or ""
         value = event.field_value
         if name == LIMIT_FIELD:
-            text = _limit_text(value)
+            text = limit_text(value)
             if text:
                 # §12.5 E14: the limit field is structural; it counts whatever the text says.
                 raise UpstreamFailure(session_limit(text, now=self.now))
@@ -308,7 +308,7 @@ def _queries(raw: str) -> list[str]:
     return [q for q in items if isinstance(q, str)] if isinstance(items, list) else []
 
 
-def _limit_text(value: Any) -> str:
+def limit_text(value: Any) -> str:
     """TT reads the limit field as a string or as an object whose `value` holds it (§12.4.1)."""
     if isinstance(value, str):
         return value

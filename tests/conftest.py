@@ -75,6 +75,15 @@ def make_service(nursery: trio.Nursery, sim: Simulator) -> ServiceFactory:
     return factory
 
 
+def with_env(factory: ServiceFactory, **defaults: str) -> ServiceFactory:
+    """`factory` with other default settings, for a test module's own `make_service` fixture."""
+
+    async def wrapped(cookies: tuple[str, ...] | list[str] = ("ok-1",), **env: str) -> Service:
+        return await factory(cookies, **{**defaults, **env})
+
+    return wrapped
+
+
 @pytest.fixture
 async def service(make_service: ServiceFactory) -> Service:
     return await make_service()

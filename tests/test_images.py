@@ -10,7 +10,7 @@ import openai
 import pytest
 import trio
 
-from conftest import ServiceFactory, sse_frames
+from conftest import ServiceFactory, sse_frames, with_env
 from genspark2api.generation import TaskBoard, task_ids
 from genspark2api.images import aspect_ratio_for_size
 from genspark2api.simulator.media import PNG_SIGNATURE, solid_png
@@ -24,11 +24,7 @@ RED_PNG = solid_png((255, 0, 0))
 def make_service(make_service: ServiceFactory) -> ServiceFactory:
     """These tests cover the G1 media flow of §2.2–§2.4 (GENSPARK_CHAT_PROTOCOL=copilot); the
     ai_chat agents of §12.7 are tested in test_media_agent.py."""
-
-    async def factory(cookies=("ok-1",), **env: str):
-        return await make_service(cookies, **{"GENSPARK_CHAT_PROTOCOL": "copilot", **env})
-
-    return factory
+    return with_env(make_service, GENSPARK_CHAT_PROTOCOL="copilot")
 
 
 def asks(sim) -> list:

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ServiceFactory
+from conftest import ServiceFactory, with_env
 from genspark2api.events import UpstreamFailure
 from genspark2api.generation import GenerationJob, MediaKind
 from genspark2api.media_agent import AgentMediaReader, accepted_tasks, agent_body, item_verdict
@@ -24,10 +24,7 @@ POLL = "/api/ig_tasks_status"
 def make_service(make_service: ServiceFactory, sim: Simulator) -> ServiceFactory:
     """A deployment as it must be for images today: with a reCAPTCHA token service (§12.6.1)."""
 
-    async def factory(cookies=("ok-1",), **env: str):
-        return await make_service(cookies, **{"RECAPTCHA_PROXY_URL": sim.url, **env})  # type: ignore[attr-defined]
-
-    return factory
+    return with_env(make_service, RECAPTCHA_PROXY_URL=sim.url)  # type: ignore[attr-defined]
 
 
 def asks(sim: Simulator) -> list:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from conftest import FakeClock, ServiceFactory, start_service
+from conftest import FakeClock, ServiceFactory, start_service, with_env
 from genspark2api.errors import ApiError
 from genspark2api.media_links import MediaLinks, MediaUrls, guess_type, public_base
 from genspark2api.pool import Lease
@@ -24,11 +24,7 @@ LINK = re.compile(r"(?P<base>https?://[^/]+(?:/[^/]+)*)/v1/media/(?P<token>[A-Za
 def make_service(make_service: ServiceFactory) -> ServiceFactory:
     """The G1 media flow (§2.2–§2.4), whose file names these tests know; test_media_agent.py has
     the links of the §12.7 agents."""
-
-    async def factory(cookies=("ok-1",), **env: str):
-        return await make_service(cookies, **{"GENSPARK_CHAT_PROTOCOL": "copilot", **env})
-
-    return factory
+    return with_env(make_service, GENSPARK_CHAT_PROTOCOL="copilot")
 
 
 def proxied(url: str, base: str) -> str:

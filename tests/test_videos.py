@@ -8,7 +8,7 @@ import openai
 import pytest
 import trio
 
-from conftest import ServiceFactory
+from conftest import ServiceFactory, with_env
 from genspark2api.errors import ApiError
 from genspark2api.generation import Generated
 from genspark2api.simulator.media import solid_png
@@ -20,11 +20,7 @@ from test_images import wait_for
 def make_service(make_service: ServiceFactory) -> ServiceFactory:
     """These tests cover the G1 media flow of §2.2–§2.4 (GENSPARK_CHAT_PROTOCOL=copilot); the
     ai_chat agents of §12.7 are tested in test_media_agent.py."""
-
-    async def factory(cookies=("ok-1",), **env: str):
-        return await make_service(cookies, **{"GENSPARK_CHAT_PROTOCOL": "copilot", **env})
-
-    return factory
+    return with_env(make_service, GENSPARK_CHAT_PROTOCOL="copilot")
 
 ASK = "/api/copilot/ask"
 VIDEO_POLL = "/api/vg_tasks_status"
