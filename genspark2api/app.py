@@ -16,6 +16,7 @@ from . import __version__
 from .catalog import MODELS_CREATED, listed_models, owned_by
 from .chat import ChatService
 from .chat_request import is_generation, parse_chat_request
+from .connection import ConnectionGuard
 from .errors import ApiError
 from .generation_routes import generation_chat_completion, register_generation_routes
 from .media_links import MEDIA_PATH
@@ -36,6 +37,8 @@ CORS_HEADERS = {
 # Paths under /v1/ answered without an API key (still rate-limited): capability URLs, where the
 # unguessable token in the path is the authorisation (media_links.py).
 PUBLIC_API_PATHS = (MEDIA_PATH,)
+
+EARLY_ANSWER_DRAIN_SECONDS = 5.0  # how long the rest of a body is read after an early answer
 
 HTTP_ERRORS = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
@@ -79,6 +82,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
     )
     app.runtime = runtime  # type: ignore[attr-defined]
+    # connection.py: early answers drain the body, and every answer's connection really ends.
+    app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS)  # type: ignore[method-assign]
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
     secrets = [s.encode() for s in settings.api_secrets]
