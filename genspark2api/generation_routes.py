@@ -29,7 +29,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import trio
 from quart import Blueprint, Response, request
 
@@ -37,7 +36,7 @@ from .catalog import ModelKind
 from .chat_request import ChatParams, message_text
 from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
 from .compose import Content
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, decode_json_body, whole_number
 from .generation import Generated, GenerationJob, GenerationRun, MediaKind
 from .images import ReferenceSource, images_answer, load_references, parse_image_request
 from .media_links import MediaUrls, find_link, open_link, public_base
@@ -96,10 +95,7 @@ async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], lis
     body = await request.get_data()
     if not body.strip():
         raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    doc = decode_json_body(body)
     if not isinstance(doc, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
     return doc, []
@@ -150,13 +146,13 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
 
     @api.get("/videos")
     async def video_jobs_list() -> Response:
-        raw_limit = request.args.get("limit", "20")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        limit = whole_number(request.args.get("limit", "20"))
+        if limit is None or not 1 <= limit <= 100:
             raise bad_request("'limit' must be a whole number from 1 to 100.", param="limit", code="invalid_value")
         order = request.args.get("order", "desc")
         if order not in ("asc", "desc"):
             raise bad_request("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
-        return _json(job_list(store, int(raw_limit), request.args.get("after"), ascending=order == "asc"))
+        return _json(job_list(store, limit, request.args.get("after"), ascending=order == "asc"))
 
     @api.get("/videos/<video_id>")
     async def video_job_retrieve(video_id: str) -> Response:
