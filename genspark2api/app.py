@@ -40,9 +40,13 @@ PUBLIC_API_PATHS = (MEDIA_PATH,)
 
 EARLY_ANSWER_DRAIN_SECONDS = 5.0  # how long the rest of a body is read after an early answer
 
-HTTP_ERRORS = {
+HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
+    # 404 for a path already under /v1/: the path is wrong, not the prefix.
+    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. This service answers "
+                "{prefix}/v1/chat/completions, /v1/models, /v1/images/generations, /v1/images/edits, "
+                "/v1/videos and /v1/videos/generations."),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
     413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
@@ -104,6 +108,19 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     # ------------------------------------------------------------------ guards
 
+    def key_presented() -> bool:
+        """Whether the request carries one of the API keys (always True with an open API)."""
+        if not secrets:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        # Constant time whatever matches; every secret is compared.
+        ok = False
+        for secret in secrets:
+            ok |= hmac.compare_digest(presented, secret)
+        return ok
+
     @app.before_request
     async def guard() -> Response | None:
         if request.method == "OPTIONS":
@@ -122,14 +139,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
         if secrets and not path.startswith(public_paths):
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            presented = token.strip().encode() if scheme.lower() == "bearer" else b""
-            # Constant time whatever matches; every secret is compared.
-            ok = False
-            for secret in secrets:
-                ok |= hmac.compare_digest(presented, secret)
-            if not ok:
+            if not key_presented():
                 return error_response(ApiError(
                     401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>'.",
                     code="invalid_api_key",
@@ -151,7 +161,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        kind, code, template = HTTP_ERRORS.get(status, ("invalid_request_error", "http_error", error.description or "HTTP error"))
+        under_api = request.path.startswith(prefix + "/v1/")
+        key: int | str = "404_api" if status == 404 and under_api else status
+        kind, code, template = HTTP_ERRORS.get(key, ("invalid_request_error", "http_error", error.description or "HTTP error"))
         message = template.format(path=request.path, method=request.method, prefix=prefix, limit=settings.max_request_bytes)
         return error_response(ApiError(status, message, type=kind, code=code))
 
@@ -163,7 +175,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
     # ------------------------------------------------------------------ pages
 
     async def index() -> Response:
-        return Response(runtime_page(runtime), content_type="text/html; charset=utf-8")
+        # With API_SECRET, the page without the key shows counts only (issue #10 item 12).
+        return Response(runtime_page(runtime, details=key_presented()), content_type="text/html; charset=utf-8")
 
     async def healthz() -> Response:
         return json_response(b'{"status":"ok"}')
@@ -233,14 +246,21 @@ def pool_status(runtime: Runtime) -> list[dict[str, object]]:
     ]
 
 
-def runtime_page(runtime: Runtime) -> str:
-    """`/`: a short page with the pool at a glance (masked cookies only)."""
+def runtime_page(runtime: Runtime, *, details: bool) -> str:
+    """`/`: a short page with the pool at a glance (masked cookies only); counts only without `details`."""
     settings = runtime.settings
+    snapshot = runtime.pool.snapshot()
+    states = [str(s.state) for s in snapshot]
+    counts = (f"<p>{len(snapshot)} cookie(s): {states.count('healthy')} healthy, {states.count('cooling')} cooling, "
+              f"{states.count('dead')} dead.</p>")
     rows = "".join(
         f"<tr><td><code>{s.masked}</code></td><td>{s.state}</td><td>{s.reason or ''}</td>"
         f"<td>{s.in_flight}</td><td>{s.successes}</td><td>{s.failures}</td></tr>"
-        for s in runtime.pool.snapshot()
+        for s in snapshot
     )
+    table = ("<table><tr><th>cookie</th><th>state</th><th>reason</th><th>in flight</th>"
+             f"<th>ok</th><th>failed</th></tr>{rows}</table>") if details else \
+        "<p>Send the API key (<code>Authorization: Bearer …</code>) to see each cookie.</p>"
     base = f"{settings.route_prefix}/v1"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>genspark2api</title>"
@@ -249,7 +269,6 @@ def runtime_page(runtime: Runtime) -> str:
         f"<h1>genspark2api {__version__}</h1>"
         f"<p>OpenAI-compatible API over Genspark. Base URL: <code>{base}</code>. "
         f"Upstream: <code>{settings.base_url}</code> ({settings.chat_protocol}).</p>"
-        "<h2>Cookie pool</h2><table><tr><th>cookie</th><th>state</th><th>reason</th><th>in flight</th>"
-        f"<th>ok</th><th>failed</th></tr>{rows}</table></body></html>"
+        f"<h2>Cookie pool</h2>{counts}{table}</body></html>"
     )
 
