@@ -35,7 +35,7 @@ from .catalog import IMAGE_MODELS
 from .chat_request import MediaRef
 from .errors import ApiError, bad_request, whole_number
 from .generation import Generated, GenerationJob, MediaKind, Reference, download_all, generate
-from .media import is_image, sniff_mime
+from .media import is_raster_image, sniff_mime
 from .media_links import MediaUrls
 from .media_prep import load_media
 from .runtime import Runtime
@@ -232,7 +232,7 @@ async def load_references(sources: Sequence[ReferenceSource], settings: Settings
             raise bad_request(f"'{source.param}' exceeds MAX_FETCH_BYTES ({settings.max_fetch_bytes} bytes).",
                               param=source.param, code="invalid_media")
         mime = sniff_mime(data, declared or None, filename)
-        if not data or not is_image(mime):
+        if not data or not is_raster_image(mime):
             raise bad_request(f"'{source.param}' is not a recognisable image ({mime}).", param=source.param, code="invalid_media")
         out.append(Reference(mime, data))
     return tuple(out)
