@@ -87,7 +87,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     # connection.py: early answers drain the body, and every answer's connection really ends.
-    app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS)  # type: ignore[method-assign]
+    app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS,
+                                    stopping=runtime.stopping)  # type: ignore[method-assign]
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
     secrets = [s.encode() for s in settings.api_secrets]

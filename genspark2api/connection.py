@@ -59,10 +59,12 @@ def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
 class _Exchange:
     """One HTTP request/response pair as it passes through `ConnectionGuard`."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, drain_seconds: float) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, drain_seconds: float,
+                 stopping: trio.Event | None) -> None:
         self._receive = receive
         self._send = send
         self.drain_seconds = drain_seconds
+        self.stopping = stopping
         self.body_done = trio.Event()
         self.early = False          # the answer started before the body was read
         if not declares_body(scope.get("headers", [])):
@@ -84,8 +86,14 @@ class _Exchange:
         kind = message.get("type")
         if kind == "http.response.start" and not self.body_done.is_set():
             self.early = True
-            with trio.move_on_after(self.drain_seconds):
-                await self.body_done.wait()   # Quart keeps receiving (and we keep dropping) meanwhile
+            with trio.move_on_after(self.drain_seconds) as drain:
+                if self.stopping is not None:
+                    async with trio.open_nursery() as nursery:   # SIGTERM: no draining, just close
+                        nursery.start_soon(_cancel_on, self.stopping, drain)
+                        await self.body_done.wait()
+                        nursery.cancel_scope.cancel()
+                else:
+                    await self.body_done.wait()   # Quart keeps receiving (and we keep dropping) meanwhile
             if not self.body_done.is_set():
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
@@ -96,12 +104,22 @@ class _Exchange:
         await self._send(message)
 
 
-class ConnectionGuard:
-    """ASGI middleware: `app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=...)`."""
+async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
-    def __init__(self, app: ASGIApp, *, drain_seconds: float) -> None:
+
+class ConnectionGuard:
+    """ASGI middleware: `app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=...)`.
+
+    `stopping` (the runtime's shutdown event) ends any drain at once, so a client that never
+    sends its body cannot hold the graceful shutdown.
+    """
+
+    def __init__(self, app: ASGIApp, *, drain_seconds: float, stopping: trio.Event | None = None) -> None:
         self.app = app
         self.drain_seconds = drain_seconds
+        self.stopping = stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -110,7 +128,7 @@ class ConnectionGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(scope, receive, send, self.drain_seconds)
+        exchange = _Exchange(scope, receive, send, self.drain_seconds, self.stopping)
         await self.app(scope, exchange.receive, exchange.send)
 
 

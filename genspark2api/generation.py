@@ -348,8 +348,13 @@ class GenerationRun:
         rt.nursery.start_soon(self._produce, attempt)
 
     async def _produce(self, attempt: Any) -> None:
-        with self._scope:
-            await _runner(self.rt).run(attempt, self._send)
+        # Tracked like chat answers, so SIGTERM ends it with a clear error, not a cut reply.
+        self.rt.track(self._scope)
+        try:
+            with self._scope:
+                await _runner(self.rt).run(attempt, self._send)
+        finally:
+            self.rt.untrack(self._scope)
 
     def close(self) -> None:
         self._scope.cancel()
@@ -368,6 +373,8 @@ class GenerationRun:
                     self._observe(item)
                 except trio.EndOfChannel:
                     self.close()
+                    if self.rt.shutting_down:
+                        raise self.rt.ended_early() from None
                     raise upstream_error(502, f"The {self.job.kind} generation ended without a result.",
                                          "upstream_truncated") from None
                 except ApiError:

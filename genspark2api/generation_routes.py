@@ -138,6 +138,8 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
         doc, files = await read_fields(("input_reference",))
         req = parse_video_job(doc, files)
         references = await load_references(req.references, settings)
+        if runtime.shutting_down:  # a job started now could only fail at the end of the grace
+            raise runtime.ended_early()
         if runtime.nursery is None:
             raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
         job = store.create(req)

@@ -67,6 +67,7 @@ class Runtime:
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None
         self.shutting_down = False
+        self.stopping = trio.Event()  # set with shutting_down, for those who wait (connection.py)
         self._answers: set[trio.CancelScope] = set()  # the upstream work of answers in flight
         self.started = clock()
         self._cookie_file_mtime = self._mtime()
@@ -104,6 +105,7 @@ class Runtime:
         an error event and `[DONE]` instead (python-stack.md §3).
         """
         self.shutting_down = True
+        self.stopping.set()
 
         async def end_answers() -> None:
             await trio.sleep(grace)
