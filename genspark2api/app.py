@@ -82,7 +82,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         RESPONSE_TIMEOUT=None,  # python-stack.md §2.4: the 60 s default silently cuts streams
-        BODY_TIMEOUT=300,
+        BODY_TIMEOUT=settings.body_timeout,  # slow uploads get a 408 instead of holding a slot
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
     )
     app.runtime = runtime  # type: ignore[attr-defined]

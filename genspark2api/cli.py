@@ -138,7 +138,10 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = "-" if settings.debug else None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, printed once
     config.graceful_timeout = GRACEFUL_TIMEOUT
-    config.keep_alive_timeout = 75  # outlive the idle timeout of a reverse proxy in front
+    # Outlive the idle timeout of a reverse proxy in front; hypercorn also bounds the time to send
+    # a request's headers by it (its idle timer runs until a whole request head has arrived).
+    config.keep_alive_timeout = settings.client_idle_timeout
+    config.backlog = settings.listen_backlog  # hypercorn's 100 made connection bursts wait for SYN retries
     return config
 
 

@@ -193,6 +193,9 @@ class Settings:
     ip_black_list: tuple[str, ...] = setting("IP_BLACK_LIST", (), _list, "Comma list of client IPs answered 403")
     trusted_proxy_hops: int = setting("TRUSTED_PROXY_HOPS", 0, _int(0, 10), "Reverse proxies in front (X-Forwarded-For hops to trust)")
     max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024 * 1024, _int(1024), "Largest request body accepted")
+    body_timeout: float = setting("BODY_TIMEOUT", 60.0, _seconds(1), "Time a client has to send a whole request body, seconds (then 408)")
+    client_idle_timeout: float = setting("KEEP_ALIVE_TIMEOUT", 75.0, _seconds(1), "Idle keep-alive connections close after this; also the time to send a request's headers, seconds")
+    listen_backlog: int = setting("LISTEN_BACKLOG", 1024, _int(16, 65535), "Connections the kernel queues before the service accepts them")
     keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
     # Upstream
     cookies: tuple[str, ...] = setting("GS_COOKIE", (), _list, "Comma list of Genspark cookies (session_id=... or the bare value)")

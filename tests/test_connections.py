@@ -201,3 +201,43 @@ async def test_websocket_upgrade_is_a_clean_400(make_service: ServiceFactory, pa
     assert json.loads(body)["error"]["code"] == "websocket_not_supported"
     assert await reader.closed()
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_a_slow_body_gets_a_408_and_the_connection_ends(make_service: ServiceFactory) -> None:
+    service = await make_service(BODY_TIMEOUT="1")
+    stream = await connect(service)
+    reader = Reader(stream)
+    await stream.send_all(head("POST", "/v1/chat/completions", length=len(BODY)) + BODY[:10])
+    started = trio.current_time()
+    status, _, body = await reader.answer(timeout=8)
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+    assert 0.9 < trio.current_time() - started < 8
+    assert await reader.closed(timeout=8)
+
+
+def test_slow_client_limits_reach_hypercorn() -> None:
+    from genspark2api.cli import hypercorn_config
+    from genspark2api.settings import Settings
+
+    config = hypercorn_config(Settings.from_env({"KEEP_ALIVE_TIMEOUT": "20", "LISTEN_BACKLOG": "2048"}))
+    assert (config.keep_alive_timeout, config.backlog) == (20.0, 2048)
+    assert hypercorn_config(Settings()).backlog == 1024
+
+
+async def test_slow_headers_are_cut_at_the_keep_alive_timeout(sim, tmp_path) -> None:
+    from test_pool_e2e import service_process
+
+    async with service_process(sim, tmp_path / "service.log", GS_COOKIE="ok-1", KEEP_ALIVE_TIMEOUT="1") as (_, http):
+        stream = await trio.open_tcp_stream("127.0.0.1", http.base_url.port)
+        reader = Reader(stream)
+        started = trio.current_time()
+        cut = False
+        with trio.move_on_after(6):
+            try:
+                for byte in b"GET /healthz HTTP/1.1\r\nHost: test\r\n" * 4:  # a byte every 0.1 s: slowloris
+                    await stream.send_all(bytes([byte]))
+                    await trio.sleep(0.1)
+            except trio.BrokenResourceError:
+                cut = True
+        assert cut or await reader.closed(timeout=3)
+        assert trio.current_time() - started < 4
