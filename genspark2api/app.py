@@ -218,7 +218,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
-        params = parse_chat_request(await request.get_data())
+        params = await runtime.bodies.parse(parse_chat_request)
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
         prepared = await chat.prepare(params)

@@ -241,3 +241,50 @@ async def test_slow_headers_are_cut_at_the_keep_alive_timeout(sim, tmp_path) -> 
                 cut = True
         assert cut or await reader.closed(timeout=3)
         assert trio.current_time() - started < 4
+
+
+async def test_a_413_is_readable_while_the_client_is_still_sending(make_service: ServiceFactory) -> None:
+    service = await make_service(MAX_REQUEST_BYTES=str(1024 * 1024))
+    big = b'{"model": "gpt-5.4", "messages": [], "x": "' + b"a" * (8 * 1024 * 1024) + b'"}'
+    async with service.http() as http:
+        for _ in range(3):
+            response = await http.post("/v1/chat/completions", content=big, headers={"Content-Type": "application/json"})
+            assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+            assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_large_bodies_are_decoded_a_few_at_a_time_and_the_loop_stays_responsive(make_service: ServiceFactory) -> None:
+    service = await make_service(LARGE_BODY_CONCURRENCY="2")
+    slots = service.runtime.bodies.slots
+    big = b'{"model": "gpt-5.4", "messages": [], "metadata": {"blob": "' + b"b" * (4 * 1024 * 1024) + b'"}}'
+    peak = 0
+    health: list[float] = []
+    statuses: list[int] = []
+
+    async def upload(http) -> None:
+        response = await http.post("/v1/chat/completions", content=big, headers={"Content-Type": "application/json"})
+        statuses.append(response.status_code)
+
+    async def watch(http, done: trio.Event) -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, slots.borrowed_tokens)
+            started = trio.current_time()
+            assert (await http.get("/healthz")).status_code == 200
+            health.append(trio.current_time() - started)
+            await trio.sleep(0.01)
+
+    import httpx
+
+    async with service.http(limits=httpx.Limits(max_connections=20)) as http:
+        done = trio.Event()
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch, http, done)
+                async with trio.open_nursery() as uploads:
+                    for _ in range(12):
+                        uploads.start_soon(upload, http)
+                done.set()
+    assert statuses == [400] * 12  # decoded and validated: 'messages' is empty
+    assert 1 <= peak <= 2
+    assert max(health) < 2.0
