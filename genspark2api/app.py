@@ -16,6 +16,7 @@ from . import __version__
 from .catalog import MODELS_CREATED, UnknownModel, owned_by
 from .chat import ChatService
 from .chat_request import is_generation, model_not_found, parse_chat_request
+from .connection import ConnectionGuard
 from .errors import ApiError
 from .generation_routes import generation_chat_completion, register_generation_routes
 from .media_links import MEDIA_PATH
@@ -37,9 +38,15 @@ CORS_HEADERS = {
 # unguessable token in the path is the authorisation (media_links.py).
 PUBLIC_API_PATHS = (MEDIA_PATH,)
 
-HTTP_ERRORS = {
+EARLY_ANSWER_DRAIN_SECONDS = 5.0  # how long the rest of a body is read after an early answer
+
+HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
+    # 404 for a path already under /v1/: the path is wrong, not the prefix.
+    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. This service answers "
+                "{prefix}/v1/chat/completions, /v1/models, /v1/images/generations, /v1/images/edits, "
+                "/v1/videos and /v1/videos/generations."),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
     413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
@@ -75,10 +82,13 @@ def create_app(runtime: Runtime) -> QuartTrio:
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         RESPONSE_TIMEOUT=None,  # python-stack.md §2.4: the 60 s default silently cuts streams
-        BODY_TIMEOUT=300,
+        BODY_TIMEOUT=settings.body_timeout,  # slow uploads get a 408 instead of holding a slot
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=5,
     )
     app.runtime = runtime  # type: ignore[attr-defined]
+    # connection.py: early answers drain the body, and every answer's connection really ends.
+    app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS,
+                                    stopping=runtime.stopping)  # type: ignore[method-assign]
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
     secrets = [s.encode() for s in settings.api_secrets]
@@ -99,6 +109,19 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     # ------------------------------------------------------------------ guards
 
+    def key_presented() -> bool:
+        """Whether the request carries one of the API keys (always True with an open API)."""
+        if not secrets:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        # Constant time whatever matches; every secret is compared.
+        ok = False
+        for secret in secrets:
+            ok |= hmac.compare_digest(presented, secret)
+        return ok
+
     @app.before_request
     async def guard() -> Response | None:
         if request.method == "OPTIONS":
@@ -117,14 +140,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
         if secrets and not path.startswith(public_paths):
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            presented = token.strip().encode() if scheme.lower() == "bearer" else b""
-            # Constant time whatever matches; every secret is compared.
-            ok = False
-            for secret in secrets:
-                ok |= hmac.compare_digest(presented, secret)
-            if not ok:
+            if not key_presented():
                 return error_response(ApiError(
                     401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>'.",
                     code="invalid_api_key",
@@ -146,7 +162,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
-        kind, code, template = HTTP_ERRORS.get(status, ("invalid_request_error", "http_error", error.description or "HTTP error"))
+        under_api = request.path.startswith(prefix + "/v1/")
+        key: int | str = "404_api" if status == 404 and under_api else status
+        kind, code, template = HTTP_ERRORS.get(key, ("invalid_request_error", "http_error", error.description or "HTTP error"))
         message = template.format(path=request.path, method=request.method, prefix=prefix, limit=settings.max_request_bytes)
         return error_response(ApiError(status, message, type=kind, code=code))
 
@@ -158,7 +176,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
     # ------------------------------------------------------------------ pages
 
     async def index() -> Response:
-        return Response(runtime_page(runtime), content_type="text/html; charset=utf-8")
+        # With API_SECRET, the page without the key shows counts only (issue #10 item 12).
+        return Response(runtime_page(runtime, details=key_presented()), content_type="text/html; charset=utf-8")
 
     async def healthz() -> Response:
         return json_response(b'{"status":"ok"}')
@@ -200,7 +219,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
-        params = parse_chat_request(await request.get_data(), runtime.catalog)
+        params = await runtime.bodies.parse(lambda body: parse_chat_request(body, runtime.catalog))
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
         prepared = await chat.prepare(params)
@@ -229,14 +248,21 @@ def pool_status(runtime: Runtime) -> list[dict[str, object]]:
     ]
 
 
-def runtime_page(runtime: Runtime) -> str:
-    """`/`: a short page with the pool at a glance (masked cookies only)."""
+def runtime_page(runtime: Runtime, *, details: bool) -> str:
+    """`/`: a short page with the pool at a glance (masked cookies only); counts only without `details`."""
     settings = runtime.settings
+    snapshot = runtime.pool.snapshot()
+    states = [str(s.state) for s in snapshot]
+    counts = (f"<p>{len(snapshot)} cookie(s): {states.count('healthy')} healthy, {states.count('cooling')} cooling, "
+              f"{states.count('dead')} dead.</p>")
     rows = "".join(
         f"<tr><td><code>{s.masked}</code></td><td>{s.state}</td><td>{s.reason or ''}</td>"
         f"<td>{s.in_flight}</td><td>{s.successes}</td><td>{s.failures}</td></tr>"
-        for s in runtime.pool.snapshot()
+        for s in snapshot
     )
+    table = ("<table><tr><th>cookie</th><th>state</th><th>reason</th><th>in flight</th>"
+             f"<th>ok</th><th>failed</th></tr>{rows}</table>") if details else \
+        "<p>Send the API key (<code>Authorization: Bearer …</code>) to see each cookie.</p>"
     base = f"{settings.route_prefix}/v1"
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>genspark2api</title>"
@@ -245,7 +271,6 @@ def runtime_page(runtime: Runtime) -> str:
         f"<h1>genspark2api {__version__}</h1>"
         f"<p>OpenAI-compatible API over Genspark. Base URL: <code>{base}</code>. "
         f"Upstream: <code>{settings.base_url}</code> ({settings.chat_protocol}).</p>"
-        "<h2>Cookie pool</h2><table><tr><th>cookie</th><th>state</th><th>reason</th><th>in flight</th>"
-        f"<th>ok</th><th>failed</th></tr>{rows}</table></body></html>"
+        f"<h2>Cookie pool</h2>{counts}{table}</body></html>"
     )
 

@@ -222,7 +222,7 @@ class ChatService:
                 # Non-stream: the client sees nothing before the end, so a broken answer may still fail over.
                 await self.rt.runner.run(
                     lambda lease, emit: self.attempt_deleting_orphans(chat, lease, emit), send, prefer=prefer,
-                    hold_until_done=not chat.params.stream,
+                    hold_until_done=not chat.params.stream, first_event_timeout=self.settings.first_event_timeout,
                 )
 
         if self.rt.nursery is None:

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from .catalog import DEFAULT_CATALOG, Catalog, ModelKind, ModelRoute, UnknownModel
-from .errors import ApiError, bad_request, from_validation_error
+from .errors import ApiError, bad_request, decode_json_body
 from .openai_types import (
     AudioPart,
     ChatRequest,
@@ -75,11 +75,7 @@ class ChatParams:
 def parse_chat_request(body: bytes, catalog: Catalog = DEFAULT_CATALOG) -> ChatParams:
     if not body.strip():
         raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        req = chat_request_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise from_validation_error(exc) from None
-    return validate(req, catalog)
+    return validate(decode_json_body(body, chat_request_decoder), catalog)
 
 
 def model_not_found(exc: UnknownModel) -> ApiError:

@@ -8,6 +8,7 @@ SIGHUP re-reads `GS_COOKIE_FILE`.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -16,10 +17,12 @@ from collections.abc import Mapping
 
 import trio
 from hypercorn.config import Config
+from hypercorn.logging import Logger
 from hypercorn.trio import serve
 
 from .app import create_app
-from .redact import mask_secret
+from .media_links import MEDIA_PATH
+from .redact import mask_capability_path, mask_secret
 from .runtime import Runtime, read_cookie_file
 from .settings import Settings, SettingsError, deprecated_in
 
@@ -78,7 +81,29 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         trio.run(run, settings, args.demo)
     except KeyboardInterrupt:
         pass
+    except (OSError, BaseExceptionGroup) as exc:
+        error = bind_error(exc)
+        if error is None:
+            raise
+        # One line like every other start error, not hypercorn's exception group.
+        print(f"genspark2api: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}", file=sys.stderr)
+        return 2
     return 0
+
+
+BIND_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def bind_error(exc: BaseException) -> OSError | None:
+    """The bind failure inside what trio.run raised, if that is what it was."""
+    if isinstance(exc, OSError):
+        return exc if exc.errno in BIND_ERRNOS else None
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = bind_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 GRACEFUL_TIMEOUT = 5.0  # hypercorn's wait for requests in flight after SIGTERM
@@ -97,14 +122,26 @@ async def wait_for_signals(runtime: Runtime) -> None:
             return
 
 
+class MaskingLogger(Logger):
+    """hypercorn's logger with media capability tokens masked in access-log paths (DEBUG=1)."""
+
+    def atoms(self, request, response, request_time):  # type: ignore[no-untyped-def]
+        masked = {**request, "path": mask_capability_path(request["path"], MEDIA_PATH)}
+        return super().atoms(masked, response, request_time)  # type: ignore[arg-type]
+
+
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = settings.host
     config.bind = [f"{host}:{settings.port}"]
+    config.logger_class = MaskingLogger
     config.accesslog = "-" if settings.debug else None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, printed once
     config.graceful_timeout = GRACEFUL_TIMEOUT
-    config.keep_alive_timeout = 75  # outlive the idle timeout of a reverse proxy in front
+    # Outlive the idle timeout of a reverse proxy in front; hypercorn also bounds the time to send
+    # a request's headers by it (its idle timer runs until a whole request head has arrived).
+    config.keep_alive_timeout = settings.client_idle_timeout
+    config.backlog = settings.listen_backlog  # hypercorn's 100 made connection bursts wait for SYN retries
     return config
 
 
@@ -131,7 +168,8 @@ async def run(settings: Settings, demo: bool) -> None:
         binds = await nursery.start(serve_then_stop)
         shown = binds[0] if binds else f"http://{settings.host}:{settings.port}"
         base = shown.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]") + settings.route_prefix + "/v1"
-        auth = f" -H 'Authorization: Bearer {settings.api_secrets[0]}'" if settings.api_secrets else ""
+        # Never the key itself (the line above masks it too): the shell fills it in.
+        auth = ' -H "Authorization: Bearer $API_SECRET"' if settings.api_secrets else ""
         print(f"genspark2api is serving: base URL {base}", flush=True)
         print(
             f"try: curl -s {base}/chat/completions -H 'Content-Type: application/json'{auth} "

@@ -9,6 +9,7 @@ codes of our own and neutral words.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 
@@ -56,6 +57,26 @@ def upstream_error(status: int, message: str, code: str, retry_after: float | No
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
     return ApiError(status, message, type="upstream_error", code=code, headers=headers)
+
+
+def whole_number(text: str) -> int | None:
+    """ASCII digits as an int, else None. `str.isdigit()` also accepts "²" and other Unicode digits
+    that `int()` then refuses, which turned a client typo into a 500."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def decode_json_body(body: bytes, decoder: msgspec.json.Decoder | None = None) -> Any:
+    """A request body as JSON; every malformed body is a 400 (msgspec raises more than DecodeError:
+    RecursionError for deep nesting, UnicodeDecodeError for invalid UTF-8 inside a string)."""
+    try:
+        return decoder.decode(body) if decoder is not None else msgspec.json.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise from_validation_error(exc) from None
+    except RecursionError:
+        raise bad_request("The request body nests JSON too deeply.", code="invalid_json") from None
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"The request body is not valid UTF-8 (byte {exc.start}).", code="invalid_json") from None
 
 
 _AT_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -10,7 +10,13 @@ one nursery:
 - The first attempt to produce an answer-bearing event wins: its held events and everything after
   go down the channel; every other attempt is cancelled and its upstream connection closed.
 - With `hedge_after` > 0 a second attempt starts on another cookie when the first has produced
-  nothing answer-bearing by then (nobody else does this; trio's nurseries make it cheap).
+  nothing answer-bearing by then (nobody else does this; trio's nurseries make it cheap). When
+  the hedge wins, the silent attempt it raced counts as a stall against its cookie (`STALLED`).
+- With `first_event_timeout` > 0 an attempt that produces nothing answer-bearing in that time
+  fails as a stall (NETWORK: its cookie cools down, the next cookie is tried). The idle timeout
+  alone allowed a silent cookie 120 s per request (issue #10 item 7).
+- An attempt cancelled without an outcome (a lost race, the client left) is released as
+  cancelled: neither credited nor blamed.
 - After the win, a failure is reported as `Failed` (the client gets an error event); before it,
   the next cookie is tried, up to `max_attempts`.
 - With `hold_until_done` (non-stream answers, where the client sees nothing before the end) the
@@ -62,6 +68,11 @@ class Failed:
 RunItem = AnswerEvent | Won | Completed | Failed
 
 
+def stalled(seconds: float, why: str) -> Failure:
+    """A cookie that said nothing answer-bearing in time: network-ish (a short, escalating cooldown)."""
+    return Failure(FailureKind.NETWORK, "upstream_stalled", f"Genspark sent no answer within {seconds:g} s ({why}).")
+
+
 @dataclass(slots=True)
 class _RunState:
     winner: Lease | None = None
@@ -74,6 +85,9 @@ class _RunState:
     unavailable: PoolUnavailable | None = None
     tried: set[str] = field(default_factory=set)
     hold_until_done: bool = False
+    hedge: bool = True
+    first_event_timeout: float = 0.0
+    hedged_over: set[int] = field(default_factory=set)   # silent attempts a hedge was started against
 
 
 class FailoverRunner:
@@ -108,9 +122,14 @@ class FailoverRunner:
                 await self._freed.wait()
 
     async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None,
-                  hold_until_done: bool = False) -> None:
-        """Run attempts until one completes or nothing is left; never raises but Cancelled."""
-        state = _RunState(hold_until_done=hold_until_done)
+                  hold_until_done: bool = False, first_event_timeout: float = 0.0, hedge: bool = True) -> None:
+        """Run attempts until one completes or nothing is left; never raises but Cancelled.
+
+        `first_event_timeout` (0 = none): chat passes UPSTREAM_FIRST_EVENT_TIMEOUT; generations,
+        silent for their whole run by nature, pass nothing. `hedge=False` (generations): a hedged
+        duplicate would submit paid tasks on a second account.
+        """
+        state = _RunState(hold_until_done=hold_until_done, first_event_timeout=first_event_timeout, hedge=hedge)
         async with send:
             try:
                 async with trio.open_nursery() as nursery:
@@ -134,6 +153,7 @@ class FailoverRunner:
             state.last_start = trio.current_time()
             if hedge:
                 log.info("hedging: second attempt on %s", lease.masked)
+                state.hedged_over.update(state.running)
             # Registered before the task runs, so the loop below never sees a gap.
             state.running[lease.token] = trio.CancelScope()
             nursery.start_soon(self._attempt, attempt, lease, send, state)
@@ -142,7 +162,7 @@ class FailoverRunner:
         if not await start_next(False):
             await send.send(Failed(self._exhausted(state)))
             return
-        hedging = self.hedge_after > 0
+        hedging = self.hedge_after > 0 and state.hedge
         while not state.done:
             if not state.running and state.winner is None:
                 last = state.failures[-1] if state.failures else EMPTY_ANSWER
@@ -165,12 +185,16 @@ class FailoverRunner:
         held: list[AnswerEvent] = []
         committed = False  # this attempt's events go down the channel (no failover any more)
         released = False
+        # Until its first answer-bearing event; lifted by emit.
+        first_event = trio.CancelScope()
+        if state.first_event_timeout > 0:
+            first_event.deadline = trio.current_time() + state.first_event_timeout
 
-        def release(failure: Failure | None) -> None:
+        def release(failure: Failure | None, *, cancelled: bool = False) -> None:
             nonlocal released
             if not released:
                 released = True
-                self.pool.release(lease, failure)
+                self.pool.release(lease, failure, cancelled=cancelled)
                 self._lease_freed()
 
         async def commit() -> None:
@@ -190,6 +214,8 @@ class FailoverRunner:
                 await trio.lowlevel.checkpoint()
                 return
             held.append(event)
+            if is_answer_bearing(event):
+                first_event.deadline = math.inf
             if state.winner is None and is_answer_bearing(event):
                 state.winner = lease
                 for token, other in list(state.running.items()):
@@ -211,7 +237,10 @@ class FailoverRunner:
         try:
             with scope:
                 try:
-                    await attempt(lease, emit)
+                    with first_event:
+                        await attempt(lease, emit)
+                    if first_event.cancelled_caught:
+                        raise UpstreamFailure(stalled(state.first_event_timeout, "UPSTREAM_FIRST_EVENT_TIMEOUT"))
                     if state.winner is not lease:
                         raise UpstreamFailure(EMPTY_ANSWER)
                     if not committed:
@@ -224,7 +253,7 @@ class FailoverRunner:
                     log.warning("attempt on %s failed: %s (%s)", lease.masked, failure.code, failure.detail)
                     await failed(failure, blame_cookie=True)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    release(None)
+                    release(None, cancelled=True)  # the consumer went away mid-answer
                     state.done = True
                 except Exception as exc:  # a bug of ours: never blame the cookie, never try all others
                     log.exception("attempt on %s crashed", lease.masked)
@@ -233,7 +262,10 @@ class FailoverRunner:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             state.done = True
         finally:
-            release(None)  # cancelled losers and cancelled requests cost the cookie nothing
+            if lease.token in state.hedged_over and state.winner is not None and state.winner is not lease:
+                # It stayed silent long enough to be hedged and then lost: evidence against it.
+                release(stalled(self.hedge_after, "a hedged attempt on another cookie answered first"))
+            release(None, cancelled=True)  # cancelled losers and cancelled requests: no outcome
             state.running.pop(lease.token, None)
             state.changed.set()
 

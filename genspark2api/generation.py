@@ -42,7 +42,7 @@ import trio
 from .classify import TRUNCATED, Failure, FailureKind, classify_result
 from .errors import ApiError, upstream_error
 from .events import MediaReady, ProjectStarted, UpstreamFailure
-from .failover import Completed, Failed, FailoverRunner, RunItem, Won
+from .failover import Completed, Failed, RunItem, Won
 from .media import extension_for
 from .media_prep import upload_file
 from .pool import Lease
@@ -332,14 +332,6 @@ class Generated:
     lease: Lease | None
 
 
-def _runner(rt: Runtime) -> FailoverRunner:
-    """The service's failover loop, without hedging: a hedged duplicate would submit paid tasks
-    on a second account, and generations are silent for their whole run by nature."""
-    if rt.runner.hedge_after <= 0:
-        return rt.runner
-    return FailoverRunner(rt.pool, max_attempts=rt.runner.max_attempts)
-
-
 class GenerationRun:
     """Attempts running in the app nursery (like chat.ChatService.start); `outcome()` collects.
 
@@ -369,8 +361,14 @@ class GenerationRun:
         rt.nursery.start_soon(self._produce, attempt)
 
     async def _produce(self, attempt: Any) -> None:
-        with self._scope:
-            await _runner(self.rt).run(attempt, self._send)
+        # Tracked like chat answers, so SIGTERM ends it with a clear error, not a cut reply.
+        self.rt.track(self._scope)
+        try:
+            with self._scope:
+                # The service's one failover loop (its waiters share the pool's freed slots), unhedged.
+                await self.rt.runner.run(attempt, self._send, hedge=False)
+        finally:
+            self.rt.untrack(self._scope)
 
     def close(self) -> None:
         self._scope.cancel()
@@ -389,6 +387,8 @@ class GenerationRun:
                     self._observe(item)
                 except trio.EndOfChannel:
                     self.close()
+                    if self.rt.shutting_down:
+                        raise self.rt.ended_early() from None
                     raise upstream_error(502, f"The {self.job.kind} generation ended without a result.",
                                          "upstream_truncated") from None
                 except ApiError:

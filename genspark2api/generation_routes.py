@@ -29,7 +29,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import trio
 from quart import Blueprint, Response, request
 
@@ -37,7 +36,7 @@ from .catalog import ModelKind
 from .chat_request import ChatParams, message_text
 from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
 from .compose import Content
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, decode_json_body, whole_number
 from .generation import Generated, GenerationJob, GenerationRun, MediaKind
 from .images import ReferenceSource, images_answer, load_references, parse_image_request
 from .media_links import MediaUrls, find_link, open_link, public_base
@@ -62,7 +61,7 @@ def _json(payload: bytes, status: int = 200, headers: dict[str, str] | None = No
     return Response(payload, status=status, content_type="application/json", headers=headers)
 
 
-async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], list[ReferenceSource]]:
+async def read_fields(rt: Runtime, file_fields: tuple[str, ...]) -> tuple[dict[str, Any], list[ReferenceSource]]:
     """The request's fields: a JSON object, or a multipart/urlencoded form with its files.
 
     Form spellings: `image[]` repeated is a list, `input_reference[image_url]` a nested object.
@@ -93,16 +92,16 @@ async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], lis
                 param = f"{name}[{i}]" if len(uploads) > 1 or key.endswith("[]") else name
                 sources.append(ReferenceSource(param, data=upload.read(), filename=upload.filename))
         return doc, sources
-    body = await request.get_data()
+    return await rt.bodies.parse(_json_object), []
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        doc = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+    doc = decode_json_body(body)
     if not isinstance(doc, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
-    return doc, []
+    return doc
 
 
 def request_media_urls(rt: Runtime) -> MediaUrls:
@@ -118,13 +117,13 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
 
     @api.post("/images/generations")
     async def images_generations() -> Response:
-        doc, _ = await read_fields(())
+        doc, _ = await read_fields(runtime, ())
         req = parse_image_request(doc, settings.image_model)
         return _json(await images_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/images/edits")
     async def images_edits() -> Response:
-        doc, files = await read_fields(("image", "images"))
+        doc, files = await read_fields(runtime, ("image", "images"))
         req = parse_image_request(doc, settings.image_model, files)
         if not req.references:
             raise bad_request("An edit needs at least one 'image' (a file, URL or base64).", param="image",
@@ -133,15 +132,17 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
 
     @api.post("/videos/generations")
     async def video_generations() -> Response:
-        doc, _ = await read_fields(())
+        doc, _ = await read_fields(runtime, ())
         req = parse_video_generation(doc)
         return _json(await video_generations_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/videos")
     async def video_jobs_create() -> Response:
-        doc, files = await read_fields(("input_reference",))
+        doc, files = await read_fields(runtime, ("input_reference",))
         req = parse_video_job(doc, files)
         references = await load_references(req.references, settings)
+        if runtime.shutting_down:  # a job started now could only fail at the end of the grace
+            raise runtime.ended_early()
         if runtime.nursery is None:
             raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
         job = store.create(req)
@@ -150,13 +151,13 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
 
     @api.get("/videos")
     async def video_jobs_list() -> Response:
-        raw_limit = request.args.get("limit", "20")
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        limit = whole_number(request.args.get("limit", "20"))
+        if limit is None or not 1 <= limit <= 100:
             raise bad_request("'limit' must be a whole number from 1 to 100.", param="limit", code="invalid_value")
         order = request.args.get("order", "desc")
         if order not in ("asc", "desc"):
             raise bad_request("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
-        return _json(job_list(store, int(raw_limit), request.args.get("after"), ascending=order == "asc"))
+        return _json(job_list(store, limit, request.args.get("after"), ascending=order == "asc"))
 
     @api.get("/videos/<video_id>")
     async def video_job_retrieve(video_id: str) -> Response:

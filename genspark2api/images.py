@@ -33,9 +33,9 @@ from msgspec import UNSET, Struct, UnsetType
 
 from .catalog import IMAGE_ALIASES, IMAGE_MODELS
 from .chat_request import MediaRef
-from .errors import ApiError, bad_request
+from .errors import ApiError, bad_request, whole_number
 from .generation import Generated, GenerationJob, MediaKind, Reference, download_all, generate
-from .media import is_image, sniff_mime
+from .media import is_raster_image, sniff_mime
 from .media_links import MediaUrls
 from .media_prep import load_media
 from .runtime import Runtime
@@ -135,8 +135,8 @@ def count_field(doc: dict[str, Any], key: str, lo: int, hi: int, default: int) -
     value = doc.get(key)
     if value is None or value == "":
         return default
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str) and whole_number(value) is not None:
+        value = whole_number(value)
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise bad_request(f"'{key}' must be a whole number from {lo} to {hi}.", param=key, code="invalid_value")
     return value
@@ -234,7 +234,7 @@ async def load_references(sources: Sequence[ReferenceSource], settings: Settings
             raise bad_request(f"'{source.param}' exceeds MAX_FETCH_BYTES ({settings.max_fetch_bytes} bytes).",
                               param=source.param, code="invalid_media")
         mime = sniff_mime(data, declared or None, filename)
-        if not data or not is_image(mime):
+        if not data or not is_raster_image(mime):
             raise bad_request(f"'{source.param}' is not a recognisable image ({mime}).", param=source.param, code="invalid_media")
         out.append(Reference(mime, data))
     return tuple(out)

@@ -351,6 +351,12 @@ def is_image(mime: str) -> bool:
     return essence(mime).startswith("image/")
 
 
+def is_raster_image(mime: str) -> bool:
+    """An image a model can look at: `image/*` but not SVG, which is a document that can carry
+    scripts (issue #10 item 13)."""
+    return is_image(mime) and essence(mime) != "image/svg+xml"
+
+
 def is_audio(mime: str) -> bool:
     return essence(mime).startswith("audio/")
 

@@ -21,7 +21,17 @@ from .chat_request import MediaRef, media_error, media_refs
 from .errors import ApiError
 from .events import UpstreamFailure
 from .classify import Failure, FailureKind
-from .media import MediaError, decode_data_uri, extension_for, is_audio, is_image, safe_filename, sniff_mime
+from .media import (
+    MediaError,
+    decode_data_uri,
+    essence,
+    extension_for,
+    is_audio,
+    is_image,
+    is_raster_image,
+    safe_filename,
+    sniff_mime,
+)
 from .netguard import FetchFailed, FetchRefused, fetch_user_url
 from .openai_types import FilePart, ImagePart, Message, TextPart
 from .pool import Lease
@@ -96,8 +106,10 @@ async def prepare_media(messages: list[Message], settings: Settings) -> Prepared
         mime = sniff_mime(data, declared or None, filename)
         if is_audio(mime):
             raise media_error(ref, f"audio ({mime}) is not supported by Genspark chat")
-        if ref.kind == "image_url" and not is_image(mime) and mime == "application/octet-stream":
-            raise media_error(ref, "the data is not a recognisable image or document")
+        if ref.kind == "image_url" and not is_raster_image(mime):
+            # An image part must be an image: HTML, scripts and SVG never go upstream as one.
+            raise media_error(ref, f"an image_url must hold an image (PNG, JPEG, GIF, WebP, ...), not {essence(mime)}; "
+                                   "send documents as a 'file' part")
         loaded[(ref.message_index, ref.part_index)] = Attachment(ref, mime, data, safe_filename(filename, mime))
 
     errors: list[ApiError] = []

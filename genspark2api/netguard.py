@@ -37,6 +37,8 @@ import trio
 from httpcore._backends.base import SOCKET_OPTION
 from httpcore._backends.trio import TrioBackend, TrioStream
 
+from .errors import whole_number
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Opens the TCP connection to an already vetted IP literal. Tests replace it to reach a loopback
@@ -343,6 +345,10 @@ async def fetch_user_url(
         raise FetchFailed(f"timed out after {timeout:g} s") from None
     except httpx.HTTPError as exc:
         raise FetchFailed(f"could not fetch the URL: {_describe(exc)}") from None
+    except httpx.InvalidURL as exc:
+        # Not an HTTPError: httpx raises it while building `next_request` for a malformed
+        # Location (e.g. `http:\\host\path`), even with follow_redirects=False.
+        raise FetchFailed(f"the server redirected to an invalid URL ({exc})") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -405,8 +411,8 @@ def _too_large(max_bytes: int) -> FetchFailed:
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    declared = whole_number(response.headers.get("content-length", ""))
+    if declared is not None and declared > max_bytes:
         raise _too_large(max_bytes)
     decoder = _Decoder(response.headers.get("content-encoding", ""), max_bytes)
     chunks: list[bytes] = []

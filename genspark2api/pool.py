@@ -230,8 +230,12 @@ class CookiePool:
         chosen.use_order = next(self._uses)
         return Lease(chosen.key, chosen.cookie, chosen.masked, token)
 
-    def release(self, lease: Lease, failure: Failure | None = None) -> None:
+    def release(self, lease: Lease, failure: Failure | None = None, *, cancelled: bool = False) -> None:
         """Give a lease back with its outcome (None = success). Idempotent per lease.
+
+        `cancelled`: the attempt was stopped before it had an outcome (it lost a race, its client
+        left, the request ended): neither a success nor a failure, so a cookie that never answers
+        cannot stay healthy on the credit of attempts that were cut short.
 
         A lease of a cookie removed by `reload` is ignored; so is the outcome of a lease taken
         before the cookie's entry was replaced (the new entry is a fresh start).
@@ -241,7 +245,7 @@ class CookiePool:
             return
         entry.leases.discard(lease.token)
         entry.in_flight -= 1
-        if entry.cookie != lease.cookie:
+        if entry.cookie != lease.cookie or cancelled:
             return
         if failure is None:
             entry.successes += 1

@@ -42,3 +42,9 @@ def mask_cookie(cookie: str) -> str:
     masked = f"session_id={mask_secret(match.group(1).strip())}"
     others = sum(1 for part in cookie.split(";") if part.strip()) - 1
     return f"{masked} (+{others} more)" if others > 0 else masked
+
+
+def mask_capability_path(path: str, marker: str = "/v1/media/") -> str:
+    """`/v1/media/<token>.png` -> `/v1/media/Ab3d…` for logs: the token is the only authorisation."""
+    head, sep, token = path.partition(marker)
+    return f"{head}{sep}{token[:4]}{MASK}" if sep and token else path

@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from .bindings import ConversationBindings
+from .bodies import BodyReader
 from .catalog import Catalog
 from .errors import ApiError, upstream_error
 from .failover import FailoverRunner
@@ -71,7 +72,9 @@ class Runtime:
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None
+        self.bodies = BodyReader(settings.large_body_concurrency, settings.body_timeout)
         self.shutting_down = False
+        self.stopping = trio.Event()  # set with shutting_down, for those who wait (connection.py)
         self._answers: set[trio.CancelScope] = set()  # the upstream work of answers in flight
         self.started = clock()
         self._cookie_file_mtime = self._mtime()
@@ -109,6 +112,7 @@ class Runtime:
         an error event and `[DONE]` instead (python-stack.md §3).
         """
         self.shutting_down = True
+        self.stopping.set()
 
         async def end_answers() -> None:
             await trio.sleep(grace)

@@ -205,6 +205,10 @@ class Settings:
     ip_black_list: tuple[str, ...] = setting("IP_BLACK_LIST", (), _list, "Comma list of client IPs answered 403")
     trusted_proxy_hops: int = setting("TRUSTED_PROXY_HOPS", 0, _int(0, 10), "Reverse proxies in front (X-Forwarded-For hops to trust)")
     max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024 * 1024, _int(1024), "Largest request body accepted")
+    body_timeout: float = setting("BODY_TIMEOUT", 60.0, _seconds(1), "Time a client has to send a whole request body, seconds (then 408)")
+    client_idle_timeout: float = setting("KEEP_ALIVE_TIMEOUT", 75.0, _seconds(1), "Idle keep-alive connections close after this; also the time to send a request's headers, seconds")
+    listen_backlog: int = setting("LISTEN_BACKLOG", 1024, _int(16, 65535), "Connections the kernel queues before the service accepts them")
+    large_body_concurrency: int = setting("LARGE_BODY_CONCURRENCY", 4, _int(1), "Request bodies of 1 MiB or more read and decoded at once (others wait)")
     keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
     # Upstream
     cookies: tuple[str, ...] = setting("GS_COOKIE", (), _list, "Comma list of Genspark cookies (session_id=... or the bare value)")
@@ -217,6 +221,7 @@ class Settings:
     idle_timeout: float = setting("UPSTREAM_IDLE_TIMEOUT", 120.0, _seconds(0.1), "Longest silence accepted from an upstream stream, seconds")
     user_agent: str = setting("UPSTREAM_USER_AGENT", DEFAULT_USER_AGENT, _non_empty, "User-Agent sent upstream: a complete current browser UA (without one Genspark answers 'bad request cf', §12.5 E22)")
     timezone: str = setting("UPSTREAM_TIMEZONE", "UTC", _non_empty, "X-Timezone header sent upstream, an IANA zone such as Asia/Shanghai (§12.2.1)")
+    first_event_timeout: float = setting("UPSTREAM_FIRST_EVENT_TIMEOUT", 30.0, _seconds(0), "Longest wait for a chat attempt's first answer text; then the next cookie (0 = only UPSTREAM_IDLE_TIMEOUT)")
     # Pool
     rate_limit_lock: float = setting("RATE_LIMIT_COOKIE_LOCK_DURATION", 600.0, _seconds(0), "Cooldown of a rate-limited cookie, seconds")
     network_cooldown: float = setting("NETWORK_COOLDOWN_SECONDS", 30.0, _seconds(0), "Cooldown after a network / anti-bot failure, seconds")
@@ -224,7 +229,7 @@ class Settings:
     max_attempts: int = setting("MAX_ATTEMPTS", 0, _int(0), "Cookies tried per request (0 = all)")
     cookie_max_in_flight: int = setting("COOKIE_MAX_IN_FLIGHT", 2, _int(0), "Requests in flight per cookie (0 = no cap); Genspark answers a 3rd with HTTP 429 (§12.5 E18)")
     pool_wait: float = setting("POOL_WAIT_SECONDS", 30.0, _seconds(0), "How long a request waits for a cookie below its in-flight cap before 429")
-    hedge_after: float = setting("HEDGE_AFTER_SECONDS", 0.0, _seconds(0), "Start a second attempt when the first is silent this long (0 = off)")
+    hedge_after: float = setting("HEDGE_AFTER_SECONDS", 10.0, _seconds(0), "Start a second chat attempt on another cookie when the first is silent this long (0 = off)")
     auto_model_chat_map: bool = setting("AUTO_MODEL_CHAT_MAP_TYPE", True, _bool, "Bind follow-up turns to the upstream chat that answered before")
     model_chat_map: tuple[tuple[str, str], ...] = setting("MODEL_CHAT_MAP", (), _model_chat_map, "model=projectId,... pins a model to a fixed upstream chat")
     auto_del_chat: bool = setting("AUTO_DEL_CHAT", False, _bool, "Delete finished, unbound upstream chats in the background")

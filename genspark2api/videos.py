@@ -275,7 +275,9 @@ def start_job(rt: Runtime, store: VideoJobStore, job: VideoJob, references: tupl
         finally:
             if generation is not None:
                 generation.close()
-            if not job.finished:  # cancelled (deleted, shutdown) or crashed
+            if not job.finished and rt.shutting_down:
+                job.fail(rt.ended_early(), store.clock())
+            elif not job.finished:  # cancelled (deleted) or crashed
                 job.fail(ApiError(500, "The job was cancelled before it finished.", type="server_error",
                                   code="job_cancelled"), store.clock())
 

@@ -300,8 +300,11 @@ async def test_hedge_starts_a_second_attempt_and_cancels_the_loser(autojump_cloc
     assert trio.current_time() - started == pytest.approx(2.0)
     assert items[0].lease.key == KEY[COOKIES[1]] and items[-1] == Completed()
     assert cancelled == ["slow"]
+    # Silent long enough to be hedged, then beaten: a stall against its cookie (issue #10 item 6).
     slow_state = state_of(pool, COOKIES[0])
-    assert (slow_state.state, slow_state.failures, slow_state.in_flight) == (CookieState.HEALTHY, 0, 0)
+    assert (slow_state.state, slow_state.reason, slow_state.failures, slow_state.successes, slow_state.in_flight) == (
+        CookieState.COOLING, "upstream_stalled", 1, 0, 0)
+    assert state_of(pool, COOKIES[1]).successes == 1
 
 
 async def test_no_hedge_when_the_first_answers_in_time(autojump_clock: trio.testing.MockClock) -> None:
@@ -340,4 +343,53 @@ async def test_the_consumer_leaving_cancels_the_attempts_and_frees_the_cookies(
         with trio.fail_after(5):
             await stopped.wait()
     status = state_of(pool, COOKIES[0])
-    assert (status.in_flight, status.failures) == (0, 0)
+    assert (status.in_flight, status.failures, status.successes) == (0, 0, 0)  # cancelled: no outcome
+
+
+async def test_a_cancelled_attempt_is_neither_a_success_nor_a_failure(autojump_clock: trio.testing.MockClock) -> None:
+    runner, pool, _ = make(1)
+
+    async def silent(emit: Emit) -> None:
+        await trio.sleep(100)
+
+    for _ in range(5):  # five requests whose clients give up on a cookie that never answers
+        send, recv = trio.open_memory_channel(math.inf)
+        with trio.move_on_after(3):
+            await runner.run(scripted({COOKIES[0]: silent}), send)
+        recv.close()
+    status = state_of(pool, COOKIES[0])
+    assert (status.successes, status.failures, status.consecutive_failures, status.in_flight) == (0, 0, 0, 0)
+
+
+async def test_a_silent_cookie_fails_at_the_first_event_deadline_and_is_not_tried_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    runner, pool, _ = make(2)
+    tried: list[str] = []
+
+    async def silent(emit: Emit) -> None:
+        await emit(ProjectStarted("p-1"))  # not answer-bearing: does not lift the deadline
+        await trio.sleep(1000)
+
+    started = trio.current_time()
+    items = await run(runner, scripted({COOKIES[0]: silent}, tried), first_event_timeout=5.0)
+    assert trio.current_time() - started == pytest.approx(5.0)
+    assert tried == [COOKIES[0], COOKIES[1]] and items[-1] == Completed()
+    status = state_of(pool, COOKIES[0])
+    assert (status.state, status.reason) == (CookieState.COOLING, "upstream_stalled")
+    tried.clear()
+    await run(runner, scripted({COOKIES[0]: silent}, tried), first_event_timeout=5.0)
+    assert tried == [COOKIES[1]]  # the next request does not go straight back to the stalled cookie
+
+
+async def test_the_first_event_deadline_ends_at_the_first_answer_text(autojump_clock: trio.testing.MockClock) -> None:
+    runner, _, _ = make(1)
+
+    async def slow_after_start(emit: Emit) -> None:
+        await trio.sleep(4)
+        await emit(TextDelta("a"))
+        await trio.sleep(20)  # later silences are the idle timeout's business
+        await answer(emit, "b")
+
+    items = await run(runner, scripted({COOKIES[0]: slow_after_start}), first_event_timeout=5.0)
+    assert items[-1] == Completed()

@@ -529,3 +529,10 @@ async def test_tls_keeps_the_hostname_for_sni_and_verification(
     assert names == ["public.test"]
     with pytest.raises(FetchFailed, match="certificate"):
         await guarded_fetch(f"https://other.test:{state.port}/ok.png", resolver=resolver)
+
+
+@pytest.mark.parametrize("location", ["http:%5C%5C127.0.0.1:9%5Csecret", "http://[::1", "http://a b/", "http://%zz/"])
+async def test_malformed_redirect_is_a_clean_failure(server: Server, location: str) -> None:
+    # httpx.InvalidURL is not an httpx.HTTPError: it must not escape the fetcher as a crash.
+    with pytest.raises((FetchRefused, FetchFailed)):
+        await guarded_fetch(server.url("public.test", "/redirect?to=" + location))

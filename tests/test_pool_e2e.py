@@ -431,7 +431,10 @@ async def test_hedged_attempt_wins_and_closes_the_slow_one(nursery: trio.Nursery
     closure = next(c for c in sim.stream_closures if c.session_id == slow)
     assert closure.completed is False and closure.closed_at - won < 1.0
     rows = await pool_rows(service)
-    assert (rows[key_of(slow)]["state"], rows[key_of(slow)]["failures"]) == ("healthy", 0)
+    # Silent until hedged, then beaten: a stall against the slow cookie (issue #10 item 6), no credit.
+    assert (rows[key_of(slow)]["state"], rows[key_of(slow)]["reason"], rows[key_of(slow)]["failures"]) == (
+        "cooling", "upstream_stalled", 1)
+    assert rows[key_of(slow)]["successes"] == 0
     assert rows[key_of(slow)]["in_flight"] == 0 and rows[key_of(quick)]["successes"] == 1
 
 
