@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import trio
 
+from . import drift
 from .catalog import IMAGE_UPSTREAM_NAMES
 from .classify import TRUNCATED, Failure, FailureKind, classify_result
 from .errors import ApiError, upstream_error
@@ -204,6 +205,7 @@ class TaskBoard:
             final = event.get("final_status")
             self.final = final if isinstance(final, dict) else {}
             return True
+        drift.unhandled_task_event(event)
         return False
 
     @property

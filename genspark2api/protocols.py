@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import drift
 from .catalog import ModelKind, ModelRoute
 from .classify import EMPTY_ANSWER, TRUNCATED, classify_result
 from .events import (
@@ -95,6 +96,7 @@ class AnswerTranslator:
         if kind == "error":
             # §2.9 / §4.1 E12: the newer generation has an explicit error event.
             raise UpstreamFailure(classify_result(_as_dict(event)) or _generic_error(event))
+        drift.unhandled_event(event)
         return []
 
     def finish(self) -> list[AnswerEvent]:
@@ -124,6 +126,7 @@ class AnswerTranslator:
             self._reasoning_field = name
             return [ReasoningDelta(delta)]
         # streaming_markmap, streaming_detail_answer[...] and friends never join the answer (§3.4.3).
+        drift.unhandled_field(event)
         return []
 
     def _field(self, event: UpstreamEvent) -> list[AnswerEvent]:
@@ -137,6 +140,7 @@ class AnswerTranslator:
         if name in self.answer_fields and isinstance(value, str) and not self._emitted_len:
             # §3.3: o1 / o3-mini-high send the whole answer as one field value.
             return self._text(value)
+        drift.unhandled_field(event)
         return []
 
     def _result(self, event: UpstreamEvent) -> list[AnswerEvent]:

@@ -40,6 +40,7 @@ DEPRECATED = {
 CHAT_PROTOCOLS = ("ai_chat", "copilot")
 REASONING_FORMATS = ("reasoning_content", "think")
 MEDIA_URL_MODES = ("upstream", "proxy")
+UPSTREAM_TRANSPORTS = ("httpx", "browser")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -129,6 +130,14 @@ def _public_base_url(name: str, raw: str) -> str:
     return value
 
 
+def _impersonate(name: str, raw: str) -> str:
+    """Checked against curl_cffi's list when the browser transport starts (from_env)."""
+    value = raw.strip().lower()
+    if not value or not all(c.isalnum() or c == "_" for c in value):
+        raise SettingsError(f"{name}={raw!r} is not a browser name; use e.g. chrome, edge, safari or chrome146")
+    return value
+
+
 def _model_chat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in _list(name, raw):
@@ -203,6 +212,9 @@ class Settings:
     recaptcha_proxy_url: str = setting("RECAPTCHA_PROXY_URL", "", _url("http", "https"), "reCAPTCHA token service (GET {url}/genspark)")
     connect_timeout: float = setting("UPSTREAM_CONNECT_TIMEOUT", 15.0, _seconds(0.1), "Upstream connect timeout, seconds")
     idle_timeout: float = setting("UPSTREAM_IDLE_TIMEOUT", 120.0, _seconds(0.1), "Longest silence accepted from an upstream stream, seconds")
+    upstream_transport: str = setting("UPSTREAM_TRANSPORT", "httpx", _choice(*UPSTREAM_TRANSPORTS), "httpx (Python TLS) or browser (curl_cffi with a browser TLS/HTTP2 fingerprint, the [browser] extra)")
+    upstream_impersonate: str = setting("UPSTREAM_IMPERSONATE", "chrome", _impersonate, "Browser the browser transport imitates: chrome (newest known), edge, safari, firefox, or a version such as chrome146")
+    upstream_record_dir: str = setting("UPSTREAM_RECORD_DIR", "", _str, "Save every upstream exchange (redacted) as a file in this directory; empty = off")
     # Pool
     rate_limit_lock: float = setting("RATE_LIMIT_COOKIE_LOCK_DURATION", 600.0, _seconds(0), "Cooldown of a rate-limited cookie, seconds")
     network_cooldown: float = setting("NETWORK_COOLDOWN_SECONDS", 30.0, _seconds(0), "Cooldown after a network / anti-bot failure, seconds")
@@ -245,7 +257,12 @@ class Settings:
                     break
         if "PROXY_SECRET" in env and "API_SECRET" not in env:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
-        return cls(**values)
+        settings = cls(**values)
+        if settings.upstream_transport == "browser":
+            from .browser_transport import check_available  # curl_cffi only when asked for
+
+            check_available(settings.upstream_impersonate)
+        return settings
 
     def replace(self, **changes: Any) -> Settings:
         return type(self)(**{f.name: changes.get(f.name, getattr(self, f.name)) for f in fields(self)})
