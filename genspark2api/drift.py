@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,17 @@ class DriftRegistry:
 
 
 REGISTRY = DriftRegistry()
+
+
+@contextmanager
+def capture() -> Iterator[DriftRegistry]:
+    """Count into a fresh registry for a while (a replay, a test), then put the shared one back."""
+    global REGISTRY
+    saved, REGISTRY = REGISTRY, DriftRegistry()
+    try:
+        yield REGISTRY
+    finally:
+        REGISTRY = saved
 
 
 def notice(kind: str, name: str, sample: Any) -> bool:
