@@ -46,6 +46,8 @@ except ImportError:  # pragma: no cover - exercised only where the extra is miss
     Curl = None  # type: ignore[assignment,misc]
 
 CHANNEL_CHUNKS = 16
+_INFO_TEXT, _INFO_HEADER_OUT = 0, 2      # curl_infotype values of the debug callback
+_NO_SOCKET = 2**32 - 1                  # CURL_SOCKET_BAD as an unsigned ACTIVESOCKET
 # Headers libcurl sets itself, or that impersonation owns (the UA must match the fingerprint).
 _SKIP_HEADERS = frozenset({"host", "connection", "content-length", "transfer-encoding", "accept-encoding",
                            "user-agent", "keep-alive", "proxy-connection"})
@@ -126,6 +128,13 @@ class _Exchange:
             self.quit.set()
             return False
 
+    def on_debug(self, kind: int, text: bytes) -> None:
+        # libcurl's debug callback runs on this thread as soon as it has connected and sends the
+        # request; the earliest safe moment to take the socket (nothing else runs while the
+        # response head is awaited, and a silent upstream must still be closable then).
+        if self._sock is None and kind in (_INFO_TEXT, _INFO_HEADER_OUT):
+            self._keep_socket()
+
     def on_header(self, line: bytes) -> int:
         if self.quit.is_set():
             return CURL_WRITEFUNC_ERROR  # aborts the transfer (curl_cffi ignores a short count)
@@ -156,9 +165,11 @@ class _Exchange:
     def _keep_socket(self) -> None:
         try:
             fd = self.curl.getinfo(CurlInfo.ACTIVESOCKET)
-            if isinstance(fd, int) and fd >= 0:
+            if isinstance(fd, int) and 0 <= fd < _NO_SOCKET:
                 with self._lock:
                     self._sock = socket.socket(fileno=socket.dup(fd))
+                if self.quit.is_set():
+                    self.abort()  # trio gave up while we were connecting
         except (OSError, CurlError):
             self._sock = None
 
@@ -207,18 +218,32 @@ class _Exchange:
                     pass  # already closed by the peer
 
 
+async def _next(receive: trio.MemoryReceiveChannel[Any], exchange: _Exchange, gap: float, what: str) -> tuple[Any, ...]:
+    """The next message from the worker, or httpx.ReadTimeout (and the transfer stopped) after `gap`."""
+    try:
+        with trio.fail_after(gap):
+            return await receive.receive()
+    except trio.TooSlowError:
+        exchange.abort()
+        raise httpx.ReadTimeout(f"no {what} from upstream for {gap:g} s") from None
+    except trio.EndOfChannel:
+        raise httpx.RemoteProtocolError("curl_cffi ended the response without a verdict") from None
+
+
 class _CurlBody(httpx.AsyncByteStream):
-    def __init__(self, exchange: _Exchange, receive: trio.MemoryReceiveChannel[Any]) -> None:
+    def __init__(self, exchange: _Exchange, receive: trio.MemoryReceiveChannel[Any], gap: float) -> None:
         self._exchange = exchange
         self._receive = receive
+        self._gap = gap
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for kind, *rest in self._receive:
+        while True:
+            kind, *rest = await _next(self._receive, self._exchange, self._gap, "data")
             if kind == "data":
                 yield rest[0]
             elif kind == "error":
                 raise rest[0]
-            elif kind == "end":
+            else:
                 return
 
     async def aclose(self) -> None:
@@ -232,6 +257,10 @@ class BrowserTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, impersonate: str = "chrome", proxy: str | None = None, verify: bool = True) -> None:
         check_available(impersonate)
         self.impersonate = impersonate
+        if proxy and proxy.lower().startswith("socks5://"):
+            # httpx sends the hostname to a socks5:// proxy as to socks5h:// (python-stack.md §4);
+            # libcurl would resolve it locally. Same PROXY_URL, same behaviour on both transports.
+            proxy = "socks5h://" + proxy[len("socks5://"):]
         self.proxy = proxy or None
         self.verify = verify
 
@@ -264,16 +293,15 @@ class BrowserTransport(httpx.AsyncBaseTransport):
         if curl.impersonate(resolve_latest_browser_type(self.impersonate), default_headers=True) != 0:
             raise httpx.UnsupportedProtocol(f"curl_cffi cannot impersonate {self.impersonate!r}")
         curl.setopt(CurlOpt.HTTP_VERSION, CurlHttpVersion.V2TLS)  # a browser never tries h2c upgrades
+        # Chrome's Accept-Encoding, and libcurl decodes what it asked for (the header alone would not).
+        curl.setopt(CurlOpt.ACCEPT_ENCODING, b"gzip, deflate, br, zstd")
         timeout = request.extensions.get("timeout") or {}
         connect = timeout.get("connect")
-        read = timeout.get("read")
         if connect:
             curl.setopt(CurlOpt.CONNECTTIMEOUT_MS, max(1, int(connect * 1000)))
-        if read:
-            # httpx's read timeout is the longest gap between bytes; libcurl's nearest is "less than
-            # 1 byte/s for N whole seconds".
-            curl.setopt(CurlOpt.LOW_SPEED_LIMIT, 1)
-            curl.setopt(CurlOpt.LOW_SPEED_TIME, max(1, math.ceil(read)))
+        # The read timeout (the longest gap between bytes) is kept on the trio side (_CurlBody):
+        # libcurl's LOW_SPEED_* averages over a window of seconds, and would also fire while a slow
+        # reader holds the channel full.
         curl.setopt(CurlOpt.FOLLOWLOCATION, 0)  # httpx follows redirects where the client asks for it
         curl.setopt(CurlOpt.NOSIGNAL, 1)        # no SIGALRM for timeouts in a worker thread
         if self.proxy:
@@ -292,10 +320,15 @@ class BrowserTransport(httpx.AsyncBaseTransport):
         send, receive = trio.open_memory_channel[Any](CHANNEL_CHUNKS)
         exchange = _Exchange(curl, trio.lowlevel.current_trio_token(), send)
         curl.setopt(CurlOpt.HEADERFUNCTION, exchange.on_header)
+        curl.setopt(CurlOpt.VERBOSE, 1)  # only to get the debug callback (on_debug); nothing is printed
+        curl.setopt(CurlOpt.DEBUGFUNCTION, exchange.on_debug)
         curl.setopt(CurlOpt.WRITEFUNCTION, exchange.on_body)
         trio.lowlevel.start_thread_soon(exchange.run, lambda _outcome: None, name="genspark2api browser transport")
+        timeout = request.extensions.get("timeout") or {}
+        gap = timeout.get("read") or math.inf
         try:
-            kind, *rest = await receive.receive()
+            # httpx's read timeout covers the wait for the head too; connecting has its own.
+            kind, *rest = await _next(receive, exchange, gap + (timeout.get("connect") or 0), "response")
         except BaseException:
             exchange.abort()  # cancelled while waiting for the headers: stop connecting too
             receive.close()
@@ -310,7 +343,7 @@ class BrowserTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status,
             headers=headers,
-            stream=_CurlBody(exchange, receive),
+            stream=_CurlBody(exchange, receive, gap),
             extensions={"http_version": version},
             request=request,
         )
