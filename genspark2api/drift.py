@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,23 +141,41 @@ def notice(kind: str, name: str, sample: Any) -> bool:
 
 # ------------------------------------------------------------------ the adapters' one-line hooks
 
+# The raw JSON of the event being handled, set by upstream.UpstreamStream for each event it yields
+# (in the task that feeds the translator), so a sample shows the keys the loose `UpstreamEvent`
+# struct drops, which are the interesting part of an unknown event.
+current_payload: ContextVar[bytes | None] = ContextVar("drift_current_payload", default=None)
+
+
+def _sample(event: Any) -> Any:
+    raw = current_payload.get()
+    if raw is not None:
+        try:
+            doc = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            doc = None
+        if isinstance(doc, dict) and doc.get("type", "") == getattr(event, "type", None):
+            return doc
+    return event
+
+
 
 def unhandled_event(event: Any) -> None:
     """An answer event the translator dropped: report its type, or a `project_field` it does not know."""
     kind = getattr(event, "type", "") or "(no type)"
     if kind not in KNOWN_EVENT_TYPES:
-        notice("event_type", kind, event)
+        notice("event_type", kind, _sample(event))
     elif kind == "project_field":
         name = getattr(event, "field_name", None) or "(no field_name)"
         if name not in KNOWN_PROJECT_FIELDS:
-            notice("project_field", name, event)
+            notice("project_field", name, _sample(event))
 
 
 def unhandled_field(event: Any) -> None:
     """A `message_field` / `message_field_delta` whose `field_name` the translator dropped."""
     name = getattr(event, "field_name", None) or "(no field_name)"
     if name not in KNOWN_MESSAGE_FIELDS and not name.startswith(KNOWN_FIELD_PREFIXES):
-        notice(getattr(event, "type", "") or "message_field", name, event)
+        notice(getattr(event, "type", "") or "message_field", name, _sample(event))
 
 
 def unhandled_task_event(event: Any) -> None:

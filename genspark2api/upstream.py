@@ -82,6 +82,7 @@ class UpstreamStream:
         if isinstance(line, DataLine):
             event = decode_event(line.payload)
             if event is not None:
+                drift.current_payload.set(line.payload)  # for the sample of a drift notice
                 return event
             self._keep_other(line.payload)
         else:
