@@ -173,3 +173,21 @@ def test_the_replay_script_prints_what_the_client_would_get() -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "replay.py"), str(ROOT / "README.md")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "genspark2api-exchange/1" in bad.stderr
+
+
+async def test_recording_keeps_proxy_url_on_the_httpx_transport(nursery: trio.Nursery, sim: Simulator, tmp_path: Path) -> None:
+    # Recording wraps the transport httpx would have built itself: PROXY_URL must still carry every call.
+    from urllib.parse import urlsplit
+
+    from test_pool_e2e import LoopbackProxy, answered
+
+    address = urlsplit(sim.url)  # type: ignore[attr-defined]
+    upstream = f"http://genspark.invalid:{free_port()}"
+    proxy = LoopbackProxy("socks5", "genspark.invalid", (address.hostname or "", address.port or 80))
+    port = await nursery.start(proxy.serve)
+    service = await serve(nursery, sim, [cookie("ok")], GENSPARK_BASE_URL=upstream, PROXY_URL=f"socks5://127.0.0.1:{port}",
+                          UPSTREAM_RECORD_DIR=str(tmp_path), AUTO_MODEL_CHAT_MAP_TYPE="0")
+    assert answered(await ask(service))
+    await wait_for(lambda: len(recorded(tmp_path, CHAT)) == 1)
+    assert proxy.seen == [f"CONNECT {urlsplit(upstream).netloc}"]
+    assert recorded(tmp_path, CHAT)[0][0]["url"] == upstream + CHAT
