@@ -8,8 +8,8 @@ This is an `httpx.AsyncBaseTransport`, so everything above it (SSE decoding, cla
 redirects, recording, cancellation) is the same as with httpx. curl_cffi's async session is
 asyncio-only (python-stack.md §4), so each exchange runs libcurl's blocking `perform()` on a trio
 worker thread (`trio.lowlevel.start_thread_soon`, trio's thread cache) and hands the response over a
-bounded trio channel: headers first, then body chunks as they arrive. A full channel blocks libcurl
-(back-pressure); a closed one makes its write callback fail, which aborts the transfer.
+bounded queue (`_Handoff`): headers first, then body chunks as they arrive. A full queue blocks
+libcurl (back-pressure); once trio has given up, the write callback fails, which aborts the transfer.
 
 Closing the response (the client went away, a cancel scope ended) must close the upstream
 connection *now*, even while the upstream is silent and libcurl sits in `poll()`, where no callback
@@ -26,6 +26,7 @@ browser's, which keeps them consistent with the fingerprint (python-stack.md §4
 from __future__ import annotations
 
 import math
+import queue
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -99,15 +100,58 @@ def _curl_exception(error: CurlError, got_head: bool) -> httpx.TransportError:
     return httpx.RemoteProtocolError(text)
 
 
+class _Handoff:
+    """Worker thread → trio, bounded. The thread blocks while it is full (back-pressure) but never
+    waits for the event loop itself: a put wakes the trio side with `run_sync_soon`, which is much
+    cheaper per chunk than a `from_thread.run` round trip with twenty streams contending."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, size: int) -> None:
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(size)
+        self._token = token
+        self._ready = trio.Event()
+        self.closed = threading.Event()   # the trio side gave up: stop producing
+
+    def put(self, message: tuple[Any, ...]) -> bool:
+        """(worker thread) False once the trio side is gone."""
+        while not self.closed.is_set():
+            try:
+                self._queue.put(message, timeout=0.2)
+            except queue.Full:
+                continue
+            try:
+                self._token.run_sync_soon(self._wake)
+            except trio.RunFinishedError:
+                self.closed.set()
+                return False
+            return True
+        return False
+
+    def _wake(self) -> None:
+        self._ready.set()
+
+    async def get(self) -> tuple[Any, ...]:
+        """(trio) The next message. No wake-up can be lost: the queue is checked before every wait,
+        and `_wake` only runs at a checkpoint, i.e. inside the wait."""
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            await self._ready.wait()
+            self._ready = trio.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
 class _Exchange:
     """One request on its own libcurl handle and worker thread. Messages to trio: ("head", status,
     headers, version), ("data", bytes)…, then ("end", None) or ("error", httpx exception)."""
 
-    def __init__(self, curl: Any, token: trio.lowlevel.TrioToken, send: trio.MemorySendChannel[Any]) -> None:
+    def __init__(self, curl: Any, handoff: _Handoff) -> None:
         self.curl = curl
-        self.token = token
-        self.send = send
-        self.quit = threading.Event()
+        self.handoff = handoff
+        self.quit = handoff.closed
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None   # a duplicate of the connection, for close()
         self._status = 0
@@ -119,14 +163,7 @@ class _Exchange:
 
     def _post(self, message: tuple[Any, ...]) -> bool:
         """Hand one message to trio, blocking while the channel is full; False once trio gave up."""
-        if self.quit.is_set():
-            return False
-        try:
-            trio.from_thread.run(self.send.send, message, trio_token=self.token)
-            return True
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError, trio.Cancelled):
-            self.quit.set()
-            return False
+        return self.handoff.put(message)
 
     def on_debug(self, kind: int, text: bytes) -> None:
         # libcurl's debug callback runs on this thread as soon as it has connected and sends the
@@ -200,10 +237,6 @@ class _Exchange:
             self.curl.close()
         except Exception:  # noqa: BLE001 - closing a finished handle must not matter
             pass
-        try:
-            trio.from_thread.run_sync(self.send.close, trio_token=self.token)
-        except (trio.RunFinishedError, trio.Cancelled):
-            pass
 
     # -------------------------------------------------------------- trio side
 
@@ -218,27 +251,24 @@ class _Exchange:
                     pass  # already closed by the peer
 
 
-async def _next(receive: trio.MemoryReceiveChannel[Any], exchange: _Exchange, gap: float, what: str) -> tuple[Any, ...]:
+async def _next(exchange: _Exchange, gap: float, what: str) -> tuple[Any, ...]:
     """The next message from the worker, or httpx.ReadTimeout (and the transfer stopped) after `gap`."""
     try:
         with trio.fail_after(gap):
-            return await receive.receive()
+            return await exchange.handoff.get()
     except trio.TooSlowError:
         exchange.abort()
         raise httpx.ReadTimeout(f"no {what} from upstream for {gap:g} s") from None
-    except trio.EndOfChannel:
-        raise httpx.RemoteProtocolError("curl_cffi ended the response without a verdict") from None
 
 
 class _CurlBody(httpx.AsyncByteStream):
-    def __init__(self, exchange: _Exchange, receive: trio.MemoryReceiveChannel[Any], gap: float) -> None:
+    def __init__(self, exchange: _Exchange, gap: float) -> None:
         self._exchange = exchange
-        self._receive = receive
         self._gap = gap
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
-            kind, *rest = await _next(self._receive, self._exchange, self._gap, "data")
+            kind, *rest = await _next(self._exchange, self._gap, "data")
             if kind == "data":
                 yield rest[0]
             elif kind == "error":
@@ -248,7 +278,6 @@ class _CurlBody(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._exchange.abort()
-        self._receive.close()
 
 
 class BrowserTransport(httpx.AsyncBaseTransport):
@@ -317,8 +346,7 @@ class BrowserTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         curl = self._handle(request, body)
-        send, receive = trio.open_memory_channel[Any](CHANNEL_CHUNKS)
-        exchange = _Exchange(curl, trio.lowlevel.current_trio_token(), send)
+        exchange = _Exchange(curl, _Handoff(trio.lowlevel.current_trio_token(), CHANNEL_CHUNKS))
         curl.setopt(CurlOpt.HEADERFUNCTION, exchange.on_header)
         curl.setopt(CurlOpt.VERBOSE, 1)  # only to get the debug callback (on_debug); nothing is printed
         curl.setopt(CurlOpt.DEBUGFUNCTION, exchange.on_debug)
@@ -328,22 +356,21 @@ class BrowserTransport(httpx.AsyncBaseTransport):
         gap = timeout.get("read") or math.inf
         try:
             # httpx's read timeout covers the wait for the head too; connecting has its own.
-            kind, *rest = await _next(receive, exchange, gap + (timeout.get("connect") or 0), "response")
+            kind, *rest = await _next(exchange, gap + (timeout.get("connect") or 0), "response")
         except BaseException:
             exchange.abort()  # cancelled while waiting for the headers: stop connecting too
-            receive.close()
             raise
         if kind == "error":
-            receive.close()
+            exchange.abort()
             raise rest[0]
         if kind != "head":  # pragma: no cover - the thread always sends the head first
-            receive.close()
+            exchange.abort()
             raise httpx.RemoteProtocolError("curl_cffi gave no response head")
         status, headers, version = rest
         return httpx.Response(
             status,
             headers=headers,
-            stream=_CurlBody(exchange, receive, gap),
+            stream=_CurlBody(exchange, gap),
             extensions={"http_version": version},
             request=request,
         )
