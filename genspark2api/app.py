@@ -12,7 +12,7 @@ from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__
+from . import __version__, drift
 from .catalog import MODELS_CREATED, UnknownModel, owned_by
 from .chat import ChatService
 from .chat_request import is_generation, model_not_found, parse_chat_request
@@ -217,6 +217,11 @@ def create_app(runtime: Runtime) -> QuartTrio:
         """The cookie pool, masked: state, reason, until-when, in-flight and counts."""
         return json_response(encoder.encode({"object": "pool", "data": pool_status(runtime)}))
 
+    @api.get("/upstream")
+    async def upstream() -> Response:
+        """How upstream is reached, and what it sent that no adapter knows (drift.py)."""
+        return json_response(encoder.encode(upstream_status(runtime)))
+
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
         params = await runtime.bodies.parse(lambda body: parse_chat_request(body, runtime.catalog))
@@ -246,6 +251,18 @@ def pool_status(runtime: Runtime) -> list[dict[str, object]]:
         }
         for s in runtime.pool.snapshot()
     ]
+
+
+def upstream_status(runtime: Runtime) -> dict[str, object]:
+    settings = runtime.settings
+    transport = runtime.client.transport_name
+    return {
+        "object": "upstream",
+        "transport": transport,
+        "impersonate": settings.upstream_impersonate if transport == "browser" else None,
+        "recording": bool(settings.upstream_record_dir),
+        "drift": drift.as_rows(),
+    }
 
 
 def runtime_page(runtime: Runtime, *, details: bool) -> str:

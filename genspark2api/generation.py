@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import trio
 
+from . import drift
 from .classify import TRUNCATED, Failure, FailureKind, classify_result
 from .errors import ApiError, upstream_error
 from .events import MediaReady, ProjectStarted, UpstreamFailure
@@ -212,11 +213,14 @@ class TaskBoard:
             task, value = event.get("task_id"), event.get("progress")
             if task in self.task_ids and isinstance(value, int | float) and not isinstance(value, bool):
                 self.progress[task] = max(0, min(99, int(value)))  # 100 only when complete
-        elif kind == "TASKS_STATUS_COMPLETE" or isinstance(event.get("final_status"), dict):
+            return False
+        if kind == "TASKS_STATUS_COMPLETE" or isinstance(event.get("final_status"), dict):
             # §12.7.3: TT-4 shows only `final_status`; §2.3's `type` may or may not come with it.
             final = event.get("final_status")
             self.final = final if isinstance(final, dict) else {}
             return True
+        if not isinstance(tasks, dict):
+            drift.unhandled_task_event(event)
         return False
 
     def entries(self) -> dict[str, dict[str, Any]]:

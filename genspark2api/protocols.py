@@ -14,10 +14,12 @@ limit, a credit text or a placeholder (signals.py).
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import drift
 from .catalog import ModelKind, ModelRoute
 from .classify import EMPTY_ANSWER, TRUNCATED, Failure, FailureKind, classify_result
 from .events import (
@@ -93,7 +95,7 @@ class ChatAdapter(Protocol):
 
     def body(self, job: ChatJob, thread: Thread, recaptcha_token: str | None) -> dict[str, Any]: ...
 
-    def translator(self, job: ChatJob, *, now: float) -> AnswerTranslator: ...
+    def translator(self, job: ChatJob, *, now: float | None = None) -> AnswerTranslator: ...
 
 
 # ------------------------------------------------------------------------------ translation
@@ -149,7 +151,8 @@ class AnswerTranslator:
         if kind == "error":
             # §2.9 / §4.1 E12 / §12.4.1: the newer generation has an explicit error event.
             raise UpstreamFailure(classify_result(_as_dict(event)) or _generic_error(event))
-        return []  # agent_notification keep-alives (§12.4.1) and whatever else carries no answer
+        drift.unhandled_event(event)   # agent_notification keep-alives (§12.4.1) are known, not reported
+        return []
 
     def finish(self) -> list[AnswerEvent]:
         """At the end of the body. An ai_chat body that closes after its `message_result` but
@@ -219,6 +222,7 @@ class AnswerTranslator:
             self._reasoning_field = name
             return [ReasoningDelta(delta)]
         # streaming_markmap, streaming_detail_answer[...], search queries (§12.4.3 b) never join the answer.
+        drift.unhandled_field(event)
         return []
 
     def _field(self, event: UpstreamEvent) -> list[AnswerEvent]:
@@ -239,6 +243,7 @@ class AnswerTranslator:
             # §3.3: o1 / o3-mini-high send the whole answer as one field value (G1). On ai_chat the
             # full `content` field follows the deltas (§12.4.1) and is used only when none came.
             return self._text(value)
+        drift.unhandled_field(event)
         return []
 
     @property
@@ -288,6 +293,7 @@ class AnswerTranslator:
 
     def _project_field(self, event: UpstreamEvent) -> list[AnswerEvent]:
         if not self.end_on_finished or event.field_name != "status" or event.field_value != "FINISHED":
+            drift.unhandled_event(event)   # `name` (the auto title) is known; anything new is noted once
             return []
         # §12.4.1: FINISHED is the last event. Without a result first there was no answer.
         if not self.result_seen:
@@ -387,12 +393,12 @@ class CopilotChat:
             body["g_recaptcha_token"] = recaptcha_token
         return body
 
-    def translator(self, job: ChatJob, *, now: float) -> AnswerTranslator:
+    def translator(self, job: ChatJob, *, now: float | None = None) -> AnswerTranslator:
         return AnswerTranslator(
             answer_fields=frozenset({"session_state.answer"}),
             reasoning_fields=frozenset({"session_state.answerthink"}),
             nested_result=False,
-            now=now,
+            now=time.time() if now is None else now,
             unpack_detail_answer=job.route.search,
         )
 
@@ -455,13 +461,13 @@ class AiChat:
         })
         return body
 
-    def translator(self, job: ChatJob, *, now: float) -> AnswerTranslator:
+    def translator(self, job: ChatJob, *, now: float | None = None) -> AnswerTranslator:
         return AnswerTranslator(
             answer_fields=frozenset({"content"}),
             # §12.4.4: no readable reasoning is recorded for ai_chat; these stay for accounts that send it.
             reasoning_fields=frozenset({"reasoning_content", "thinking"}),
             nested_result=True,
-            now=now,
+            now=time.time() if now is None else now,
             unpack_detail_answer=job.route.search,
             end_on_finished=True,
             gate=SignalGate(),

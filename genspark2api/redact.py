@@ -48,3 +48,58 @@ def mask_capability_path(path: str, marker: str = "/v1/media/") -> str:
     """`/v1/media/<token>.png` -> `/v1/media/Ab3d…` for logs: the token is the only authorisation."""
     head, sep, token = path.partition(marker)
     return f"{head}{sep}{token[:4]}{MASK}" if sep and token else path
+
+
+# ------------------------------------------------------------------ recorded exchanges, drift samples
+
+REDACTED = "[redacted]"
+
+# Keys whose value is a secret wherever they appear in a JSON body or a header set: the account
+# (cookies, session ids), single-use reCAPTCHA tokens (§12.6.1) and API keys. `chat_session_id`
+# (§12.2) is a random uuid the client makes up, but it is cheap to hide and a reader cannot tell.
+# `*_tokens` (plural) are usage counts (§12.4.2 `_llm_usage`) and stay.
+_SECRET_KEY = re.compile(
+    r"(?:^|_|-)(?:cookies?|session_id|sessionid|token|recaptcha|authorization|api[-_]?key|secret|password)$"
+    r"|^g_recaptcha_token$|^x-api-key$|^proxy-authorization$",
+    re.IGNORECASE,
+)
+# A secret inside a string: `session_id=…` in a pasted cookie, `Bearer …`, a URL's `token=` query.
+_SECRET_IN_TEXT = re.compile(
+    r"(?P<key>(?:session_id|g_recaptcha_token|token|api_key|cf_clearance|__cf_bm)=)(?P<value>[^;&\s\"']+)"
+    r"|(?P<bearer>Bearer\s+)(?P<bvalue>[^\s\"']+)",
+    re.IGNORECASE,
+)
+
+
+def is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
+def redact_text(text: str) -> str:
+    """`session_id=abc; x=1` -> `session_id=[redacted]; x=1`; `Bearer sk-…` -> `Bearer [redacted]`."""
+
+    def swap(match: re.Match[str]) -> str:
+        if match.group("key"):
+            return match.group("key") + REDACTED
+        return match.group("bearer") + REDACTED
+
+    return _SECRET_IN_TEXT.sub(swap, text)
+
+
+def redact_json(value: object) -> object:
+    """A copy of a decoded JSON value with every secret-named key's value and every secret inside
+    a string replaced; shapes and other values stay, so a redacted body still replays."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and is_secret_key(k) and v not in (None, "") else redact_json(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def redact_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, REDACTED if is_secret_key(k) else redact_text(v)) for k, v in headers]

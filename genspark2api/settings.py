@@ -45,6 +45,7 @@ SUBSTITUTION_POLICIES = ("allow", "failover", "cool")
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/146.0.0.0 Safari/537.36"
 )
+UPSTREAM_TRANSPORTS = ("httpx", "browser")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -141,6 +142,14 @@ def _public_base_url(name: str, raw: str) -> str:
     return value
 
 
+def _impersonate(name: str, raw: str) -> str:
+    """Checked against curl_cffi's list when the browser transport starts (from_env)."""
+    value = raw.strip().lower()
+    if not value or not all(c.isalnum() or c == "_" for c in value):
+        raise SettingsError(f"{name}={raw!r} is not a browser name; use e.g. chrome, edge, safari or chrome146")
+    return value
+
+
 def _model_chat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in _list(name, raw):
@@ -222,6 +231,9 @@ class Settings:
     user_agent: str = setting("UPSTREAM_USER_AGENT", DEFAULT_USER_AGENT, _non_empty, "User-Agent sent upstream: a complete current browser UA (without one Genspark answers 'bad request cf', §12.5 E22)")
     timezone: str = setting("UPSTREAM_TIMEZONE", "UTC", _non_empty, "X-Timezone header sent upstream, an IANA zone such as Asia/Shanghai (§12.2.1)")
     first_event_timeout: float = setting("UPSTREAM_FIRST_EVENT_TIMEOUT", 30.0, _seconds(0), "Longest wait for a chat attempt's first answer text; then the next cookie (0 = only UPSTREAM_IDLE_TIMEOUT)")
+    upstream_transport: str = setting("UPSTREAM_TRANSPORT", "httpx", _choice(*UPSTREAM_TRANSPORTS), "httpx (Python TLS) or browser (curl_cffi with a browser TLS/HTTP2 fingerprint, the [browser] extra)")
+    upstream_impersonate: str = setting("UPSTREAM_IMPERSONATE", "chrome", _impersonate, "Browser the browser transport imitates: chrome (newest known), edge, safari, firefox, or a version such as chrome146")
+    upstream_record_dir: str = setting("UPSTREAM_RECORD_DIR", "", _str, "Save every upstream exchange (redacted) as a file in this directory; empty = off")
     # Pool
     rate_limit_lock: float = setting("RATE_LIMIT_COOKIE_LOCK_DURATION", 600.0, _seconds(0), "Cooldown of a rate-limited cookie, seconds")
     network_cooldown: float = setting("NETWORK_COOLDOWN_SECONDS", 30.0, _seconds(0), "Cooldown after a network / anti-bot failure, seconds")
@@ -270,7 +282,12 @@ class Settings:
                     break
         if "PROXY_SECRET" in env and "API_SECRET" not in env:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
-        return cls(**values)
+        settings = cls(**values)
+        if settings.upstream_transport == "browser":
+            from .browser_transport import check_available  # curl_cffi only when asked for
+
+            check_available(settings.upstream_impersonate)
+        return settings
 
     @property
     def proxied_media(self) -> bool:

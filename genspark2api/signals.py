@@ -105,7 +105,7 @@ def session_limit(text: str, *, now: float, image: bool = False, token_sent: boo
         "upstream_5h_limit",
         f"This account reached Genspark's rolling 5-hour usage window (genspark-protocol.md §12.5 E13/E14: "
         f"'{_snippet(text)}'); it rests {when}.",
-        reset if reset is not None and reset > now else None,
+        reset,   # a reset already past is kept for the record; the pool then uses its own rest
     )
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from . import drift
 from .classify import Failure, FailureKind, classify_exception, classify_http
 from .events import UpstreamFailure
 from .settings import Settings
@@ -25,6 +26,8 @@ log = logging.getLogger("genspark2api.upstream")
 
 ERROR_BODY_CAP = 256 * 1024
 OTHER_TEXT_CAP = 64 * 1024
+# classify_http's fall-backs: a status/body shape it has no rule for (a drift notice, drift.py).
+UNRECOGNISED_CODES = frozenset({"upstream_bad_request", "upstream_unavailable"})
 
 
 class UpstreamStream:
@@ -78,6 +81,7 @@ class UpstreamStream:
         if isinstance(line, DataLine):
             event = decode_event(line.payload)
             if event is not None:
+                drift.current_payload.set(line.payload)  # for the sample of a drift notice
                 return event
             self._keep_other(line.payload)
         else:
@@ -95,6 +99,30 @@ class UpstreamStream:
         return classify_http(self.response.status_code, self.content_type, bytes(self.other_text))
 
 
+def upstream_transport(
+    settings: Settings, given: httpx.AsyncBaseTransport | None, limits: httpx.Limits
+) -> tuple[httpx.AsyncBaseTransport | None, str | None]:
+    """The transport under the client and the proxy httpx itself should use.
+
+    `UPSTREAM_TRANSPORT=browser` carries `PROXY_URL` inside (libcurl speaks http and socks5 proxies
+    itself); `UPSTREAM_RECORD_DIR` wraps whichever transport it is, so the recording sees the wire
+    bytes of both. With neither, httpx builds its own transport as it always did.
+    """
+    proxy = settings.proxy_url or None
+    inner = given
+    if inner is None and settings.upstream_transport == "browser":
+        from .browser_transport import BrowserTransport  # curl_cffi only when asked for
+
+        inner, proxy = BrowserTransport(impersonate=settings.upstream_impersonate, proxy=proxy), None
+    if settings.upstream_record_dir:
+        from .recording import RecordingTransport
+
+        if inner is None:
+            inner, proxy = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits), None
+        inner = RecordingTransport(inner, settings.upstream_record_dir)
+    return inner, proxy
+
+
 class GensparkClient:
     """Talks to `GENSPARK_BASE_URL` (and the reCAPTCHA service) on behalf of one cookie at a time."""
 
@@ -105,11 +133,13 @@ class GensparkClient:
         timeout = httpx.Timeout(settings.connect_timeout, read=settings.idle_timeout, write=60.0, pool=30.0)
         # Every open SSE stream holds a pool slot (python-stack.md §4): size for many streams.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
+        upstream, proxy = upstream_transport(settings, transport, limits)
+        self.transport_name = "custom" if transport is not None else settings.upstream_transport
         self._http = httpx.AsyncClient(
             timeout=timeout,
             limits=limits,
-            proxy=settings.proxy_url or None,
-            transport=transport,
+            proxy=proxy,
+            transport=upstream,
             follow_redirects=False,
             # §12.5 E22: without a User-Agent ask_proxy answers 400 'bad request cf'.
             headers={"User-Agent": settings.user_agent},
@@ -177,6 +207,9 @@ class GensparkClient:
             if response.status_code >= 300 or not looks_sse:
                 body = first + await _read_capped(chunks, ERROR_BODY_CAP - len(first))
                 failure = classify_http(response.status_code, ctype, body)
+                if failure is None or failure.code in UNRECOGNISED_CODES:
+                    media = ctype.split(";")[0].strip() or "no content type"
+                    drift.notice("http_status", f"{path} HTTP {response.status_code} {media}", body[:2048])
                 if failure is None:
                     failure = Failure(
                         FailureKind.NETWORK,

@@ -8,6 +8,7 @@ reports wall time, time to first byte and the ratios.
 
     python scripts/bench.py                 # defaults: 200 requests, concurrency 20
     python scripts/bench.py --requests 1000 --concurrency 50 --deltas 200
+    python scripts/bench.py --transport browser     # the service talks to upstream through curl_cffi
 
 Nothing leaves 127.0.0.1; every loop is bounded by --requests.
 """
@@ -55,7 +56,7 @@ async def main(args: argparse.Namespace) -> None:
         sim_url = await nursery.start(serve_simulator, sim, "127.0.0.1", 0)
         settings = Settings.from_env({
             "GENSPARK_BASE_URL": sim_url, "GS_COOKIE": ",".join(f"bench-{i}" for i in range(4)),
-            "GENSPARK_CHAT_PROTOCOL": "copilot", "REQUEST_RATE_LIMIT": "0",
+            "GENSPARK_CHAT_PROTOCOL": "copilot", "REQUEST_RATE_LIMIT": "0", "UPSTREAM_TRANSPORT": args.transport,
         })
         runtime = Runtime(settings)
         config = Config()
@@ -112,4 +113,6 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--deltas", type=int, default=50)
+    parser.add_argument("--transport", choices=("httpx", "browser"), default="httpx",
+                        help="the service's UPSTREAM_TRANSPORT (the direct side always uses httpx)")
     trio.run(main, parser.parse_args())
