@@ -65,14 +65,15 @@ def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
-def _seconds(lo: float = 0.0) -> Callable[[str, str], float]:
+def _seconds(lo: float = 0.0, hi: float = math.inf) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw.strip())
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
-        if not math.isfinite(value) or value < lo:
-            raise SettingsError(f"{name}={raw!r} is out of range; use seconds >= {lo:g}")
+        if not math.isfinite(value) or value < lo or value > hi:
+            bound = f"seconds >= {lo:g}" if hi == math.inf else f"seconds between {lo:g} and {hi:g}"
+            raise SettingsError(f"{name}={raw!r} is out of range; use {bound}")
         return value
 
     return parse
@@ -194,6 +195,7 @@ class Settings:
     trusted_proxy_hops: int = setting("TRUSTED_PROXY_HOPS", 0, _int(0, 10), "Reverse proxies in front (X-Forwarded-For hops to trust)")
     max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024 * 1024, _int(1024), "Largest request body accepted")
     keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
+    stream_coalesce: float = setting("STREAM_COALESCE_SECONDS", 0.02, _seconds(0, 1), "After the first content frame, frames arriving within this window share one write (0 = off)")
     # Upstream
     cookies: tuple[str, ...] = setting("GS_COOKIE", (), _list, "Comma list of Genspark cookies (session_id=... or the bare value)")
     cookie_file: str = setting("GS_COOKIE_FILE", "", _str, "File with one cookie per line (# comments); re-read on SIGHUP and on change")
