@@ -304,9 +304,6 @@ class StreamBody(SSEBody):
         self.scope.cancel()
         self.recv.close()
 
-    async def _receive(self) -> RunItem:
-        return self.held.pop(0) if self.held else await self.recv.receive()
-
     def _receive_nowait(self) -> RunItem:
         return self.held.pop(0) if self.held else self.recv.receive_nowait()
 
@@ -357,7 +354,7 @@ class StreamBody(SSEBody):
                 out, done = frames_of(item)
                 if not done:
                     # Fewer, fuller sends: what is queued, then what arrives within the window.
-                    out, done = await self._gather(out, self._receive, self._receive_nowait, frames_of)
+                    out, done = await self._gather(out, self._receive_nowait, frames_of)
                 if out:
                     yield out
         finally:

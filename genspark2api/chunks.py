@@ -8,7 +8,7 @@ or `id:` fields ever (the openai SDK mishandles both).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TypeVar
 
 import trio
@@ -115,7 +115,6 @@ class SSEBody:
     async def _gather(
         self,
         out: bytes,
-        receive: Callable[[], Awaitable[T]],
         receive_nowait: Callable[[], T],
         render: Callable[[T], tuple[bytes, bool]],
     ) -> tuple[bytes, bool]:
@@ -123,28 +122,23 @@ class SSEBody:
         send: those already queued, and after the first content frame those that arrive within
         `coalesce_window`. Returns (frames, whether the stream is over).
 
-        `receive` must be cancel-safe (a trio memory channel's is: an item is either taken and
-        returned or left queued); `render` turns one item into (frames, over).
+        `receive_nowait` takes the next queued item (trio.WouldBlock when there is none);
+        `render` turns one item into (frames, over). The window is a plain sleep, so the last
+        frames of an answer may wait up to one window too.
         """
+        if self._content_sent and self.coalesce_window > 0:
+            # Sleep through the window rather than wake for every item: the producer runs on
+            # undisturbed, and what it queued meanwhile is taken in one go.
+            await trio.sleep(self.coalesce_window)
         done = False
-        if not self._content_sent or self.coalesce_window <= 0:
-            while not done:
-                try:
-                    item = receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                more, done = render(item)
-                out += more
-            self._content_sent = self._content_sent or bool(out)
-            return out, done
-        with trio.move_on_after(self.coalesce_window):
-            while not done:
-                try:
-                    item = await receive()
-                except trio.EndOfChannel:
-                    break  # the next receive of the caller sees it again
-                more, done = render(item)
-                out += more
+        while not done:
+            try:
+                item = receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break  # the caller's next receive sees the end again
+            more, done = render(item)
+            out += more
+        self._content_sent = self._content_sent or bool(out)
         return out, done
 
     def _cancel(self) -> None:
