@@ -339,7 +339,7 @@ async def open_streams(service: Target, pid: int, count: int, report: Report) ->
     idle = rss_mib(pid)
     ready = 0
     errors = 0
-    body = service.body(120, 1.0)
+    body = service.body(600, 1.0)  # ten minutes long: all still open when RSS is read
 
     conns: list[Conn] = []
 
@@ -364,7 +364,7 @@ async def open_streams(service: Target, pid: int, count: int, report: Report) ->
                 errors += 1
         for conn in conns:
             nursery.start_soon(one, conn)
-        with trio.move_on_after(60):
+        with trio.move_on_after(180):
             while ready + errors < count:
                 await trio.sleep(0.1)
         await trio.sleep(1.0)  # a second of steady state: every stream has had a delta since

@@ -136,11 +136,17 @@ async def _serve_connection(stream: trio.SocketStream) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def main(port: int) -> None:
+async def serve(port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; `nursery.start` returns the bound port."""
     listeners = await trio.open_tcp_listeners(port, host="127.0.0.1", backlog=4096)
-    bound = listeners[0].socket.getsockname()[1]
-    print(f"listening on http://127.0.0.1:{bound}", flush=True)
+    task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(_serve_connection, listeners)
+
+
+async def main(port: int) -> None:
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve, port)
+        print(f"listening on http://127.0.0.1:{bound}", flush=True)
 
 
 if __name__ == "__main__":
