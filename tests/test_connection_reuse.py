@@ -95,7 +95,7 @@ async def test_a_client_that_leaves_mid_answer_takes_the_upstream_connection_wit
 
 
 async def test_an_upstream_that_keeps_the_body_open_costs_at_most_the_drain_bound(nursery: trio.Nursery) -> None:
-    """After message_result the body never ends: the answer still ends at once (bounded drain),
+    """After the last event the body never ends: the answer still ends at once (bounded drain),
     and the connection is dropped rather than kept half-read."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -104,6 +104,7 @@ async def test_an_upstream_that_keeps_the_body_open_costs_at_most_the_drain_boun
         b'{"message_id":"m","type":"message_start"}',
         b'{"message_id":"m","field_name":"content","delta":"Hello","type":"message_field_delta"}',
         b'{"type":"message_result","message":{"content":"Hello"}}',
+        b'{"field_name":"status","field_value":"FINISHED","type":"project_field"}',  # §12.4.1
     ]
     body = b"".join(b"%x\r\ndata: %s\n\n\r\n" % (len(e) + 8, e) for e in events)
 
@@ -112,7 +113,7 @@ async def test_an_upstream_that_keeps_the_body_open_costs_at_most_the_drain_boun
         assert head is not None
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                               b"transfer-encoding: chunked\r\n\r\n" + body)
-        await trio.sleep_forever()  # no FINISHED, no end of body
+        await trio.sleep_forever()  # no end of body
 
     nursery.start_soon(trio.serve_listeners, handle, listeners)
     relay = await start_relay(nursery, port)
