@@ -395,10 +395,14 @@ class StreamBody(SSEBody):
         self.held = held
         self.recv = recv
         self.scope = scope
+        self.coalesce_window = service.settings.stream_coalesce
 
     def _cancel(self) -> None:
         self.scope.cancel()
         self.recv.close()
+
+    def _receive_nowait(self) -> RunItem:
+        return self.held.pop(0) if self.held else self.recv.receive_nowait()
 
     async def _next_item(self, keepalive: float) -> RunItem | None:
         if self.held:
@@ -445,14 +449,9 @@ class StreamBody(SSEBody):
                     yield KEEPALIVE
                     continue
                 out, done = frames_of(item)
-                # Whatever else is already waiting goes out in the same write: fewer, fuller sends.
-                while not done:
-                    try:
-                        item = self.held.pop(0) if self.held else self.recv.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    more, done = frames_of(item)
-                    out += more
+                if not done:
+                    # Fewer, fuller sends: what is queued, then what arrives within the window.
+                    out, done = await self._gather(out, self._receive_nowait, frames_of)
                 if out:
                     yield out
         finally:

@@ -71,14 +71,15 @@ def _int(lo: int, hi: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
-def _seconds(lo: float = 0.0) -> Callable[[str, str], float]:
+def _seconds(lo: float = 0.0, hi: float = math.inf) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw.strip())
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not a number of seconds") from None
-        if not math.isfinite(value) or value < lo:
-            raise SettingsError(f"{name}={raw!r} is out of range; use seconds >= {lo:g}")
+        if not math.isfinite(value) or value < lo or value > hi:
+            bound = f"seconds >= {lo:g}" if hi == math.inf else f"seconds between {lo:g} and {hi:g}"
+            raise SettingsError(f"{name}={raw!r} is out of range; use {bound}")
         return value
 
     return parse
@@ -219,6 +220,7 @@ class Settings:
     listen_backlog: int = setting("LISTEN_BACKLOG", 1024, _int(16, 65535), "Connections the kernel queues before the service accepts them")
     large_body_concurrency: int = setting("LARGE_BODY_CONCURRENCY", 4, _int(1), "Request bodies of 1 MiB or more read and decoded at once (others wait)")
     keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
+    stream_coalesce: float = setting("STREAM_COALESCE_SECONDS", 0.02, _seconds(0, 1), "After the first content frame, frames arriving within this window share one write (0 = off)")
     # Upstream
     cookies: tuple[str, ...] = setting("GS_COOKIE", (), _list, "Comma list of Genspark cookies (session_id=... or the bare value)")
     cookie_file: str = setting("GS_COOKIE_FILE", "", _str, "File with one cookie per line (# comments); re-read on SIGHUP and on change")

@@ -93,16 +93,16 @@ _FORCED_KEEP = 256
 class TokenBudget:
     """Emits the answer until `max_tokens` tokens, then cuts it (finish_reason "length").
 
-    `used` is the tokens of the text emitted so far, counted even when `max_tokens` is None.
-    Each `take` costs time in proportion to its delta (plus a bounded tail), never to the whole
-    answer: the emitted text is not counted again for every chunk.
+    `used` is the tokens of the text emitted so far, also when `max_tokens` is None. With a
+    limit each `take` costs time in proportion to its delta (plus a bounded tail), never to the
+    whole answer: the emitted text is not counted again for every chunk. Without one there is
+    nothing to decide per delta, so `take` counts nothing and `used` counts the text once when
+    asked (the usage object is counted once at the end anyway, compose.completion_tokens).
 
     Each delta is judged on the text seen so far. A delta that ends inside a word can count a
     token more than the finished word will, so an answer that would end exactly at the limit
     may, rarely, lose its last token and finish with "length".
     """
-
-    used: int
 
     def __init__(self, counter: TokenCounter, max_tokens: int | None) -> None:
         self._counter = counter
@@ -110,7 +110,14 @@ class TokenBudget:
         self._settled_tokens = 0  # tokens of the emitted text before self._tail
         self._tail = ""  # emitted text since the last settled cut point
         self._exhausted = False
-        self.used = 0
+        self._used = 0
+        self._unlimited: list[str] | None = [] if max_tokens is None else None  # the emitted text
+
+    @property
+    def used(self) -> int:
+        if self._unlimited is not None:
+            return self._counter.count("".join(self._unlimited))
+        return self._used
 
     @property
     def exhausted(self) -> bool:
@@ -121,6 +128,9 @@ class TokenBudget:
         """Take the next delta; return the part of it that fits in the budget."""
         if self._exhausted or not text:
             return ""
+        if self._unlimited is not None:
+            self._unlimited.append(text)
+            return text
         tail = self._tail + text
         used = self._settled_tokens + self._counter.count(tail)
         if self._max_tokens is not None and used > self._max_tokens:
@@ -134,7 +144,7 @@ class TokenBudget:
             tail = fitting
             used = self._settled_tokens + self._counter.count(tail)
         self._tail = tail
-        self.used = used
+        self._used = used
         self._settle()
         return text
 
@@ -148,4 +158,4 @@ class TokenBudget:
             self._tail = self._tail[cut:]
             if forced:
                 # The two halves may count a token off the whole; from now on they are the basis.
-                self.used = self._settled_tokens + self._counter.count(self._tail)
+                self._used = self._settled_tokens + self._counter.count(self._tail)

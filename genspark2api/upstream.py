@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+import trio
 
 from . import drift
 from .classify import Failure, FailureKind, classify_exception, classify_http
@@ -28,6 +29,13 @@ ERROR_BODY_CAP = 256 * 1024
 OTHER_TEXT_CAP = 64 * 1024
 # classify_http's fall-backs: a status/body shape it has no rule for (a drift notice, drift.py).
 UNRECOGNISED_CODES = frozenset({"upstream_bad_request", "upstream_unavailable"})
+# After the last chat event the upstream sends at most a few more (§12.4.1: `project_field`
+# status FINISHED is the last) and ends the body at once. httpcore keeps a connection only when
+# its body was read to the end, so we read that rest, for this long and this much at most;
+# otherwise every answer costs a new TCP and TLS handshake. Past either bound the connection is
+# dropped, as it would have been without the drain.
+DRAIN_SECONDS = 0.05
+DRAIN_BYTES = 64 * 1024
 
 
 class UpstreamStream:
@@ -219,6 +227,8 @@ class GensparkClient:
                     )
                 raise UpstreamFailure(failure)
             yield UpstreamStream(response, chunks, first)
+            # Only after a normal end: on cancellation or failure the connection is dropped.
+            await _drain(chunks)
         finally:
             await response.aclose()
 
@@ -313,6 +323,19 @@ class GensparkClient:
         raise UpstreamFailure(
             Failure(FailureKind.NETWORK, "recaptcha_failed", f"RECAPTCHA_PROXY_URL gave no token: {message}")
         )
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read the rest of a finished body (bounded) so the connection can serve the next request."""
+    left = DRAIN_BYTES
+    with trio.move_on_after(DRAIN_SECONDS):
+        try:
+            async for chunk in chunks:
+                left -= len(chunk)
+                if left < 0:
+                    return
+        except httpx.HTTPError:
+            pass  # the answer is complete; a broken tail only costs the connection
 
 
 async def _read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:

@@ -229,7 +229,8 @@ def test_budget_work_per_delta_is_bounded(
     counter: TokenCounter = request.getfixturevalue(which)
     spy = SpyCounter(counter)
     deltas = [text[i : i + 7] for i in range(0, len(text), 7)]
-    budget = TokenBudget(spy, None)  # type: ignore[arg-type]
+    # A limit that the whole text stays under: every delta is judged, none recounts the answer.
+    budget = TokenBudget(spy, counter.count(text) + len(text))  # type: ignore[arg-type]
     emitted = "".join(budget.take(delta) for delta in deltas)
     assert emitted == text
     assert spy.longest <= _MAX_TAIL + 7
@@ -240,3 +241,13 @@ def test_budget_work_per_delta_is_bounded(
     emitted = "".join(limited.take(delta) for delta in deltas)
     assert counter.count(emitted) <= 1000
     assert limited.exhausted
+
+
+def test_without_a_limit_no_delta_is_counted(exact: TokenCounter) -> None:
+    spy = SpyCounter(exact)
+    budget = TokenBudget(spy, None)  # type: ignore[arg-type]
+    text = "The quick brown fox, jumps over the lazy dog. " * 50
+    assert "".join(budget.take(text[i : i + 7]) for i in range(0, len(text), 7)) == text
+    assert spy.longest == 0  # nothing to decide per delta, so nothing was counted
+    assert budget.used == exact.count(text)  # and the count, when asked, is exact
+    assert not budget.exhausted
