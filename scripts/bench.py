@@ -72,6 +72,9 @@ def service_env(upstream_port: int, port: int, extra: dict[str, str]) -> dict[st
     env.update({
         "HOST": HOST, "PORT": str(port), "GENSPARK_BASE_URL": f"http://{HOST}:{upstream_port}",
         "GS_COOKIE": ",".join(f"session_id=bench-{i}" for i in range(4)), "REQUEST_RATE_LIMIT": "0",
+        # The per-cookie cap models Genspark's own limit (§12.5 E18: a 3rd request in flight is
+        # refused); the fake has none, and this measures the relay, not four accounts' queue.
+        "COOKIE_MAX_IN_FLIGHT": "0",
     })
     env.update(extra)
     return env
