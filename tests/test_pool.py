@@ -28,9 +28,9 @@ def fail(kind: FailureKind, reset_at: float | None = None) -> Failure:
     return Failure(kind, f"upstream_{kind}", f"{kind} happened", reset_at)
 
 
-def make(n: int = 3, **policy: float) -> tuple[CookiePool, FakeClock]:
+def make(n: int = 3, max_in_flight: int = 0, **policy: float) -> tuple[CookiePool, FakeClock]:
     clock = FakeClock()
-    return CookiePool(UUIDS[:n], clock=clock, policy=CooldownPolicy(**policy)), clock
+    return CookiePool(UUIDS[:n], clock=clock, policy=CooldownPolicy(**policy), max_in_flight=max_in_flight), clock
 
 
 def status(pool: CookiePool, key: str):
@@ -192,6 +192,31 @@ def test_network_cooldown_escalates_and_is_capped() -> None:
         seen.append(until - clock.now)
         clock.advance(until - clock.now)
     assert seen == [30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
+
+
+def test_a_429_throttle_doubles_on_repeats_up_to_the_rate_limit_rest() -> None:
+    """§12.5 E18: ~30 s, no Retry-After; a cookie that keeps getting 429 backs off further."""
+    pool, clock = make(1, throttled_seconds=30.0, rate_limit_seconds=200.0)
+    seen = []
+    for _ in range(5):
+        lease = pool.acquire()
+        pool.release(lease, fail(K.THROTTLED))
+        until = status(pool, lease.key).until
+        seen.append(until - clock.now)
+        clock.advance(until - clock.now)
+    assert seen == [30.0, 60.0, 120.0, 200.0, 200.0]
+
+
+def test_the_in_flight_cap_makes_a_full_pool_busy_not_cooling() -> None:
+    """COOKIE_MAX_IN_FLIGHT: a cookie at its cap is skipped; all at the cap is "busy" (wait), not 429."""
+    pool, _ = make(2, max_in_flight=1)
+    first, second = pool.acquire(), pool.acquire()
+    assert first.key != second.key
+    with pytest.raises(PoolUnavailable) as busy:
+        pool.acquire()
+    assert busy.value.reason == "busy" and busy.value.retry_after == 0.0
+    pool.release(first)
+    assert pool.acquire().key == first.key
 
 
 def test_success_resets_the_failure_count() -> None:
