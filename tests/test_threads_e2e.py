@@ -216,3 +216,28 @@ async def test_moa_sends_the_new_body_and_names_the_lead(make_service: ServiceFa
     assert body["moa_models"] == body["models"] == ["gpt-5.6-luna", "gpt-6.1-sol", "gemini-3.7-flash"]
     assert raw.headers["x-genspark-model"] == "gpt-5.6-luna"
     assert json.loads(raw.text)["model"] == "moa-live"
+
+
+async def test_a_request_that_finds_every_cookie_full_waits_then_gets_accounts_busy(
+    make_service: ServiceFactory, sim: Simulator
+) -> None:
+    sim.answer_delay = 0.1   # the first answer holds the only slot for a second or so
+    service = await make_service(COOKIE_MAX_IN_FLIGHT="1", POOL_WAIT_SECONDS="0.3")
+    replies: dict[str, object] = {}
+
+    async def first() -> None:
+        async with service.http() as http:
+            replies["first"] = await http.post(f"{service.base}/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "a long question " * 5}]})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        await trio.sleep(0.15)
+        async with service.http() as http:
+            started = trio.current_time()
+            second = await http.post(f"{service.base}/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "second"}]})
+            waited = trio.current_time() - started
+    assert second.status_code == 429 and second.json()["error"]["code"] == "accounts_busy"
+    assert second.headers["retry-after"] and 0.25 <= waited < 3
+    assert replies["first"].status_code == 200   # type: ignore[attr-defined]
