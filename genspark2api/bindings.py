@@ -95,6 +95,14 @@ class ConversationBindings:
         self._entries.move_to_end(key)
         return binding
 
+    def claim(self, model: str, history: Sequence[tuple[str, str]]) -> Binding | None:
+        """`lookup`, and the binding is taken away: the project is about to move on, and a second
+        request of the same state must not continue it too. The turn's success binds again."""
+        binding = self.lookup(model, history)
+        if binding is not None:
+            self._drop(conversation_key(model, history))
+        return binding
+
     def remember(self, model: str, history_with_answer: Sequence[tuple[str, str]], binding: Binding) -> None:
         """Bind the conversation as it stands after the answer just produced."""
         now = self._clock()

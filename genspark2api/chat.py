@@ -35,6 +35,7 @@ from .media_prep import PreparedMedia, materialize_messages, prepare_media
 from .openai_types import AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, ToolCallOut, Usage, encoder
 from .pool import Lease
 from .protocols import NEW_THREAD, ChatJob, Thread, UpstreamMessage, chat_adapter, content_text
+from .signals import normalise
 from .runtime import Runtime
 from .toolprompt import render_assistant_tool_calls, render_tool_instruction
 from .usage import count_messages_async
@@ -48,6 +49,8 @@ SSE_HEADERS = {
 }
 
 
+# Failures of a continued thread that say "not this project" rather than "not this cookie" (§12.3).
+THREAD_FAILURES = frozenset({"upstream_internal_error", "upstream_not_logged_in", "upstream_empty_answer"})
 # A cookie served another model than asked this many times in a row is rested (MODEL_SUBSTITUTION=cool).
 SUBSTITUTION_STREAK = 3
 SUBSTITUTION_REST_SECONDS = 600.0
@@ -72,6 +75,7 @@ class PreparedChat:
     models: tuple[str, ...] = ()
     served: str | None = None                # `_llm_model`: the model that really answered (§12.8.3)
     reported_usage: UsageReported | None = None
+    blamed_texts: set[str] = field(default_factory=set)   # loose §12.5 matches already blamed once
 
 
 class ChatService:
@@ -102,7 +106,9 @@ class ChatService:
         earlier = _before_latest_turn(history)
         binding = None
         if settings.auto_model_chat_map and pinned is None:
-            binding = self.rt.bindings.lookup(binding_key, earlier)
+            # Claimed, not just looked up: two follow-ups of the same state (a double submit, two
+            # tabs, a client retrying after a timeout) must not both continue one project (§12.3).
+            binding = self.rt.bindings.claim(binding_key, earlier)
         followup = None
         if binding is not None or pinned is not None:
             new = [UpstreamMessage(role, text) for i, role, text in turns if i is not None and i >= len(earlier)]
@@ -134,10 +140,13 @@ class ChatService:
             project_id, last_index = chat.binding.project_id, chat.binding.last_event_index
         if project_id is None:
             return NEW_THREAD, chat.job, chat.media
-        thread = Thread(project_id, last_index)
-        if self.adapter.server_keeps_history and chat.followup is not None:
-            return thread, chat.followup, self._followup_media(chat)
-        return thread, chat.job, chat.media
+        if not self.adapter.server_keeps_history:
+            return Thread(project_id, last_index), chat.job, chat.media
+        if chat.followup is None:
+            # Nothing new after the last assistant turn (a "continue" request): resending the
+            # transcript into the project would come back blank (§12.3), so start a new one.
+            return NEW_THREAD, chat.job, chat.media
+        return Thread(project_id, last_index), chat.followup, self._followup_media(chat)
 
     async def attempt(self, chat: PreparedChat, lease: Lease, emit: Any) -> None:
         thread, job, media = self._thread_for(chat, lease)
@@ -148,25 +157,32 @@ class ChatService:
             await emit(event)
 
         try:
-            await self._turn(job, media, thread, lease, observed)
+            await self._turn(chat, job, media, thread, lease, observed)
         except UpstreamFailure as exc:
-            # §12.5 E21: a stale, deleted or foreign project answers HTTP 500, and another account
-            # does not help. Forget it and start over on this cookie with the whole transcript.
-            if not thread.continues or exc.failure.code != "upstream_internal_error" or chat.pinned_project:
+            if exc.failure.evidence:
+                chat.blamed_texts.add(normalise(exc.failure.evidence))
+            # A project this account cannot continue: stale or deleted (HTTP 500, §12.5 E21), another
+            # account's (500, 403 or an empty answer, §12.3), or a pinned id it never had. Another
+            # account does not help; start over on this cookie with the whole transcript. If the
+            # cookie itself is the problem, the new thread fails the same way and is blamed then.
+            if not thread.continues or exc.failure.code not in THREAD_FAILURES:
                 raise
-            log.warning("project %s of %s is gone upstream (HTTP 500): starting a new thread", thread.project_id, lease.masked)
-            self.rt.bindings.forget_project(thread.project_id or "")
+            log.warning("project %s is unusable on %s (%s): starting a new thread",
+                        thread.project_id, lease.masked, exc.failure.code)
+            if not chat.pinned_project:
+                self.rt.bindings.forget_project(thread.project_id or "")
             chat.binding = None
-            await self._turn(chat.job, chat.media, NEW_THREAD, lease, observed)
+            await self._turn(chat, chat.job, chat.media, NEW_THREAD, lease, observed)
 
-    async def _turn(self, job: ChatJob, media: PreparedMedia, thread: Thread, lease: Lease, emit: Any) -> None:
+    async def _turn(self, chat: PreparedChat, job: ChatJob, media: PreparedMedia, thread: Thread, lease: Lease,
+                    emit: Any) -> None:
         token = await self.rt.client.recaptcha_token(lease.cookie)
         messages = await materialize_messages(job.messages, media, self.rt.client, lease)
         if thread.continues and self.adapter.server_keeps_history:
             messages = [_merge_turns(messages)]   # §12.2.4: one new user message
         job = ChatJob(job.route, messages)
         body = self.adapter.body(job, thread, token)
-        translator = self.adapter.translator(job, now=time.time())
+        translator = self.adapter.translator(job, now=time.time(), accept=frozenset(chat.blamed_texts))
         async with self.rt.client.open_stream(
             self.adapter.path, cookie=lease.cookie, json=body, referer=self.adapter.referer
         ) as stream:
@@ -210,6 +226,12 @@ class ChatService:
         scope = trio.CancelScope()
         prefer = chat.binding.cookie_key if chat.binding is not None else None
 
+        # A stream waits for a free cookie only while its headers are still held back, so that a
+        # busy pool is a plain 429 and never an error event inside a 200 stream.
+        pool_wait = self.settings.pool_wait
+        if chat.params.stream:
+            pool_wait = min(pool_wait, max(0.0, self.settings.first_byte_hold - 0.5))
+
         async def produce() -> None:
             self.rt.track(scope)
             try:
@@ -223,6 +245,7 @@ class ChatService:
                 await self.rt.runner.run(
                     lambda lease, emit: self.attempt_deleting_orphans(chat, lease, emit), send, prefer=prefer,
                     hold_until_done=not chat.params.stream, first_event_timeout=self.settings.first_event_timeout,
+                    pool_wait=pool_wait,
                 )
 
         if self.rt.nursery is None:

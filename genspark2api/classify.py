@@ -60,6 +60,7 @@ class Failure:
     code: str
     detail: str
     reset_at: float | None = None
+    evidence: str | None = None   # the answer text a loose in-band match blamed (signals.py)
 
     @property
     def account_scoped(self) -> bool:

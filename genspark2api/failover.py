@@ -86,6 +86,8 @@ class _RunState:
     tried: set[str] = field(default_factory=set)
     hold_until_done: bool = False
     hedge: bool = True
+    capped: bool = True
+    pool_wait: float = 0.0
     first_event_timeout: float = 0.0
     hedged_over: set[int] = field(default_factory=set)   # silent attempts a hedge was started against
 
@@ -107,29 +109,36 @@ class FailoverRunner:
             self._freed = None
 
     async def _acquire(self, state: _RunState, prefer: str | None, *, wait: bool) -> Lease | None:
-        """A lease, waiting up to `pool_wait` while every usable cookie is at its cap (§12.5 E18)."""
-        deadline = trio.current_time() + (self.pool_wait if wait else 0.0)
+        """A lease, waiting up to `pool_wait` while every usable cookie is at its cap (§12.5 E18).
+
+        Woken by every release; also every second, since a cooldown ending or a cookie file
+        reload frees capacity without a release.
+        """
+        deadline = trio.current_time() + (state.pool_wait if wait else 0.0)
         while True:
             try:
-                return self.pool.acquire(exclude=state.tried, prefer=prefer)
+                return self.pool.acquire(exclude=state.tried, prefer=prefer, capped=state.capped)
             except PoolUnavailable as exc:
                 state.unavailable = exc
                 if exc.reason != "busy" or trio.current_time() >= deadline:
                     return None
             if self._freed is None:
                 self._freed = trio.Event()
-            with trio.move_on_at(deadline):
+            with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):
                 await self._freed.wait()
 
     async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None,
-                  hold_until_done: bool = False, first_event_timeout: float = 0.0, hedge: bool = True) -> None:
+                  hold_until_done: bool = False, first_event_timeout: float = 0.0, hedge: bool = True,
+                  capped: bool = True, pool_wait: float | None = None) -> None:
         """Run attempts until one completes or nothing is left; never raises but Cancelled.
 
         `first_event_timeout` (0 = none): chat passes UPSTREAM_FIRST_EVENT_TIMEOUT; generations,
         silent for their whole run by nature, pass nothing. `hedge=False` (generations): a hedged
-        duplicate would submit paid tasks on a second account.
+        duplicate would submit paid tasks on a second account. `capped=False` (generations): the
+        leases do not count against COOKIE_MAX_IN_FLIGHT (pool.CookiePool.acquire).
         """
-        state = _RunState(hold_until_done=hold_until_done, first_event_timeout=first_event_timeout, hedge=hedge)
+        state = _RunState(hold_until_done=hold_until_done, first_event_timeout=first_event_timeout, hedge=hedge,
+                          capped=capped, pool_wait=self.pool_wait if pool_wait is None else pool_wait)
         async with send:
             try:
                 async with trio.open_nursery() as nursery:
@@ -277,7 +286,7 @@ class FailoverRunner:
             return upstream_error(
                 429,
                 f"Every Genspark account of this service is busy (COOKIE_MAX_IN_FLIGHT requests each) and none "
-                f"became free within POOL_WAIT_SECONDS={self.pool_wait:g}; retry shortly.",
+                f"became free within {state.pool_wait:g} s (POOL_WAIT_SECONDS); retry shortly.",
                 "accounts_busy",
                 retry_after=5.0,
             )

@@ -370,7 +370,7 @@ class GenerationRun:
         try:
             with self._scope:
                 # The service's one failover loop (its waiters share the pool's freed slots), unhedged.
-                await self.rt.runner.run(attempt, self._send, hedge=False)
+                await self.rt.runner.run(attempt, self._send, hedge=False, capped=False)
         finally:
             self.rt.untrack(self._scope)
 

@@ -255,10 +255,12 @@ async def agent_attempt(rt: Runtime, job: GenerationJob, on_progress: ProgressCa
             raise UpstreamFailure(stream.failure_from_other_text() or TRUNCATED)
     now = time.time()
     image = job.kind is MediaKind.IMAGE
-    if reader.limit_text:
-        raise UpstreamFailure(session_limit(reader.limit_text, now=now, image=image, token_sent=token is not None))
     accepted = accepted_tasks(reader.items or [], spec.url_keys)
     if not (accepted.done or accepted.pending or accepted.failed):
+        # Refused (§12.7.2 outcome 3). A limit notice beside an accepted task does not count:
+        # "a response with a task_id is not a wall" (TT-4), and resubmitting would pay twice.
+        if reader.limit_text:
+            raise UpstreamFailure(session_limit(reader.limit_text, now=now, image=image, token_sent=token is not None))
         signal = classify_answer(reader.answer, now=now, image=image, token_sent=token is not None)
         raise UpstreamFailure(signal or NOTHING_MADE)
     served = accepted.models - {job.model}

@@ -85,6 +85,7 @@ class Lease:
     cookie: str = field(repr=False)
     masked: str
     token: int
+    capped: bool = True   # counts against COOKIE_MAX_IN_FLIGHT (chat does; generations do not)
 
 
 class PoolUnavailable(Exception):
@@ -159,6 +160,7 @@ class _Cookie:
     until: float = 0.0
     reason: str | None = None
     in_flight: int = 0
+    capped_in_flight: int = 0          # the leases that count against the in-flight cap
     leases: set[int] = field(default_factory=set)
     successes: int = 0
     failures: int = 0
@@ -197,8 +199,12 @@ class CookiePool:
 
     # -------------------------------------------------------------------------- leases
 
-    def acquire(self, *, exclude: Collection[str] = (), prefer: str | None = None) -> Lease:
+    def acquire(self, *, exclude: Collection[str] = (), prefer: str | None = None, capped: bool = True) -> Lease:
         """Lease the best usable cookie not in `exclude` (keys already tried by this request).
+
+        `capped=False` (image and video generations): §12.5 E18's concurrency limit is a chat one
+        (TT-1 ran 8 image requests in parallel on one account), so such a lease neither needs a
+        free slot nor takes one; it still counts for spreading the load.
 
         Raises PoolUnavailable when none is usable; see `_unavailable` for reason and Retry-After.
         """
@@ -206,10 +212,10 @@ class CookiePool:
         usable = [c for c in self._cookies.values() if c.key not in exclude and c.state(now) is CookieState.HEALTHY]
         if not usable:
             raise self._unavailable(now, exclude)
-        if self._max_in_flight:
+        if self._max_in_flight and capped:
             # §12.5 E18: a 3rd request in flight on one account is answered 429 and the account is
             # then throttled for ~30 s; waiting for a free slot is cheaper than that.
-            free = [c for c in usable if c.in_flight < self._max_in_flight]
+            free = [c for c in usable if c.capped_in_flight < self._max_in_flight]
             if not free:
                 raise PoolUnavailable(
                     "busy", 0.0,
@@ -225,10 +231,11 @@ class CookiePool:
             chosen = min(usable, key=lambda c: (c.in_flight, c.use_order))
         token = next(self._tokens)
         chosen.in_flight += 1
+        chosen.capped_in_flight += capped
         chosen.leases.add(token)
         chosen.last_used = now
         chosen.use_order = next(self._uses)
-        return Lease(chosen.key, chosen.cookie, chosen.masked, token)
+        return Lease(chosen.key, chosen.cookie, chosen.masked, token, capped)
 
     def release(self, lease: Lease, failure: Failure | None = None, *, cancelled: bool = False) -> None:
         """Give a lease back with its outcome (None = success). Idempotent per lease.
@@ -245,6 +252,7 @@ class CookiePool:
             return
         entry.leases.discard(lease.token)
         entry.in_flight -= 1
+        entry.capped_in_flight -= lease.capped
         if entry.cookie != lease.cookie or cancelled:
             return
         if failure is None:

@@ -95,7 +95,8 @@ class ChatAdapter(Protocol):
 
     def body(self, job: ChatJob, thread: Thread, recaptcha_token: str | None) -> dict[str, Any]: ...
 
-    def translator(self, job: ChatJob, *, now: float | None = None) -> AnswerTranslator: ...
+    def translator(self, job: ChatJob, *, now: float | None = None,
+                   accept: frozenset[str] = frozenset()) -> AnswerTranslator: ...
 
 
 # ------------------------------------------------------------------------------ translation
@@ -122,6 +123,7 @@ class AnswerTranslator:
     end_on_finished: bool = False
     gate: SignalGate | None = None
     search: bool = False
+    accept: frozenset[str] = frozenset()   # answers a loose signal match already blamed once (signals.py)
     emitted: list[str] = field(default_factory=list)
     done: bool = False
     result_seen: bool = False
@@ -129,6 +131,8 @@ class AnswerTranslator:
     _emitted_len: int = 0
     _reasoning_field: str | None = None  # the field the last reasoning delta came on
     _preamble: list[str] | None = None   # search preamble being collected (None: not or no more)
+    _preamble_raw: str = ""              # the preamble as it came, once recognised
+    _note: str = ""                      # the reasoning note of the preamble, not yet sent
 
     def __post_init__(self) -> None:
         if self.search:
@@ -182,7 +186,16 @@ class AnswerTranslator:
             return []
         self.emitted.append(text)
         self._emitted_len += len(text)
-        return [TextDelta(text)]
+        return self._with_note([TextDelta(text)])
+
+    def _with_note(self, out: list[AnswerEvent]) -> list[AnswerEvent]:
+        """The search note goes out just before the first answer text: reasoning is answer-bearing
+        for the failover runner, so sent earlier it would commit the request before the gate has
+        decided the answer is not a §12.5 signal."""
+        if self._note and any(isinstance(e, TextDelta) for e in out):
+            out = [ReasoningDelta(self._note), *out]
+            self._note = ""
+        return out
 
     def _search_preamble(self, text: str) -> list[AnswerEvent]:
         """§12.4.3 variant (a): hold text while it may be the preamble; the queries become reasoning."""
@@ -202,10 +215,10 @@ class AnswerTranslator:
                 return self._text(joined)
             return []
         self._preamble = None
+        self._preamble_raw = joined[: match.end()]
         queries = _queries(match.group("json"))
-        note = "Searching the web" + (": " + "; ".join(queries) if queries else "") + "\n"
-        rest = joined[match.end():]
-        return [ReasoningDelta(note), *self._text(rest)]
+        self._note = "Searching the web" + (": " + "; ".join(queries) if queries else "") + "\n"
+        return self._text(joined[match.end():])
 
     def _delta(self, event: UpstreamEvent) -> list[AnswerEvent]:
         name = event.field_name or ""
@@ -267,22 +280,27 @@ class AnswerTranslator:
             if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
                 out.append(UsageReported(prompt, completion))
         final = _final_text(event, self.nested_result, self.unpack_detail_answer)
+        if self._preamble_raw and final.lstrip().startswith(self._preamble_raw.strip()):
+            # §12.4.3: whether message.content repeats the search preamble is unknown; it is not answer.
+            final = final.lstrip()[len(self._preamble_raw.strip()):].lstrip()
         emitted = "".join(self.emitted)
-        whole = final or (emitted + self._held)
+        held = self._held            # taken before the gate and the preamble filter let go of it
+        whole = final or (emitted + held)
         if self.nested_result:
-            signal = classify_answer(whole, now=self.now)   # §12.10: every message_result, with id too
+            signal = classify_answer(whole, now=self.now, accept=self.accept)   # §12.10: every message_result
             if signal is not None:
                 raise UpstreamFailure(signal)
-        if self._preamble is not None:
-            self._preamble = None   # the answer ended while we were looking for a preamble
+        self._preamble = None        # the answer ended while we were looking for a preamble
         if self.gate is not None and not self.gate.open:
-            self.gate.release()     # not a signal: what it held is answer, told below from `final`
+            self.gate.release()      # not a signal: what it held is answer, told below
+        # §12.10: message.content, else the joined deltas (what went out, then what was held).
         if final and final.startswith(emitted) and len(final) > len(emitted):
             out += self._out(final[len(emitted):])
         elif final and not emitted:
             out += self._out(final)
-        elif not final and self._held:
-            out += self._out(self._held)
+        elif not final and held:
+            out += self._out(held)
+        out = self._with_note(out)
         if not self._emitted_len:
             raise UpstreamFailure(EMPTY_ANSWER)
         self.result_seen = True
@@ -393,7 +411,8 @@ class CopilotChat:
             body["g_recaptcha_token"] = recaptcha_token
         return body
 
-    def translator(self, job: ChatJob, *, now: float | None = None) -> AnswerTranslator:
+    def translator(self, job: ChatJob, *, now: float | None = None,
+                   accept: frozenset[str] = frozenset()) -> AnswerTranslator:
         return AnswerTranslator(
             answer_fields=frozenset({"session_state.answer"}),
             reasoning_fields=frozenset({"session_state.answerthink"}),
@@ -461,7 +480,8 @@ class AiChat:
         })
         return body
 
-    def translator(self, job: ChatJob, *, now: float | None = None) -> AnswerTranslator:
+    def translator(self, job: ChatJob, *, now: float | None = None,
+                   accept: frozenset[str] = frozenset()) -> AnswerTranslator:
         return AnswerTranslator(
             answer_fields=frozenset({"content"}),
             # §12.4.4: no readable reasoning is recorded for ai_chat; these stay for accounts that send it.
@@ -472,6 +492,7 @@ class AiChat:
             end_on_finished=True,
             gate=SignalGate(),
             search=job.route.search,
+            accept=accept,
         )
 
 

@@ -10,9 +10,10 @@ thanked with a success.
 Two pieces, both pure:
 
 * `classify_answer(text)`: the whole answer → a `Failure` or None. Only short answers count
-  (KE's bound, 300 characters), and every pattern is anchored or distinctive enough that a real
-  answer *about* rate limits ("Rate limiting is a way to…") stays an answer: a false positive would
-  cool a healthy cookie and retry the request on the next one, and so burn the pool.
+  (KE's bound, 300 characters). The texts the sources quote verbatim are believed whenever they
+  come; the looser lists (KE's) also describe real answers, so they are believed once per request
+  and rest a cookie a minute at most. A false positive would otherwise cool a healthy cookie and
+  retry the request on the next one, and so burn the pool on one ordinary question.
 * `SignalGate`: holds the first answer text of a stream only while it could still be one of the
   known signals (its normalised text is a prefix of a signal's opening, or starts with one and is
   still short), the way `stop` strings are held. A normal answer diverges from every opening
@@ -31,33 +32,34 @@ from dataclasses import dataclass, field
 from .classify import Failure, FailureKind, reset_time
 
 SIGNAL_TEXT_MAX = 300        # KE: a placeholder is a text of at most 300 characters (§12.5 E15)
-VAGUE_TEXT_MAX = 120         # the vaguest phrases ("please try again") count only in very short texts
 CAPTCHA_RESET_WINDOW = (85 * 60, 95 * 60)   # §12.5 E14b: the fake wall always resets "now + 90 min"
 
 _F = re.IGNORECASE | re.DOTALL
 
-# §12.5 E13 / E14 (the link text of the limit message) and E14a.
+# Exact signals: the texts the sources quote verbatim, anchored so that an answer that merely
+# mentions them stays an answer. Believed whenever they come.
+# §12.5 E13 / E14: the markdown link of the limit message, or the text starting "AI Chat/Image [5-hour limit]".
 _FIVE_HOUR = re.compile(r"\[\s*5-hour\s+limit\s*\]\s*\(|^\W*AI\s+(?:Chat|Image)\s+\[?\s*5-hour\s+limit", _F)
-_APPROACHING = re.compile(r"^\W*approaching\s+(?:your\s+|the\s+)?5-hour\s+limit", _F)
-# §12.5 E16, E16b.
-_CREDITS = re.compile(
-    r"积分已用完|credits?[\s_]+exhausted|credit_exhausted|out\s+of\s+credits|insufficient\s+credits?"
-    r"|run\s+out\s+of\s+credits?|used\s+all\s+(?:of\s+)?your\s+credits",
-    _F,
-)
-# §12.5 E17: anchored at the start, or the distinctive "sending … too quickly".
-_THROTTLE = re.compile(
-    r"^\W*(?:rate[\s_-]?limit(?:ed)?\b(?!\w)|too\s+many\s+requests|请求过于频繁|频率限制)"
-    r"|sending\s+(?:messages\s+|requests\s+)?too\s+(?:quickly|fast)",
-    _F,
-)
-# §12.5 E15 (KE's list): distinctive phrases anywhere, vague ones only in very short texts.
-_PLACEHOLDER = re.compile(r"(?:couldn['’]t|could\s+not|unable\s+to)\s+produce\s+a\s+response", _F)
-_PLACEHOLDER_VAGUE = re.compile(
-    r"something\s+went\s+wrong|an\s+error\s+occurred|please\s+try\s+again|服务异常|请稍后再试|出了点问题", _F
-)
+# §12.5 E14a: the whole answer.
+_APPROACHING = re.compile(r"\W*approaching\s+(?:your\s+|the\s+)?5-hour\s+limit\W*", _F)
+# §12.5 E15: KE's placeholder, at the start.
+_PLACEHOLDER = re.compile(r"^\W*sorry,?\s+i\s+(?:couldn['’]t|could\s+not|was\s+unable\s+to)\s+produce\s+a\s+response", _F)
+# §12.5 E16 (the Chinese text every 2026 bridge matches) and E16b (PYI).
+_CREDITS = re.compile(r"积分已用完|\bCREDIT_EXHAUSTED\b|you['’]ve\s+used\s+all\s+your\s+credits\s+for\s+this\s+genspark\s+account", _F)
 # §12.5 E23.
 _DECLINED = re.compile(r"^\W*the\s+model\s+declined\s+to\s+answer", _F)
+
+# Fuzzy signals: KE's wider lists (§12.5 E15, E16, E17). They also describe ordinary answers
+# ("What does 'out of credits' mean?"), so they are believed at most once per request
+# (`ChatService` passes the texts already blamed on a cookie back in `accept`) and only rest a
+# cookie briefly: a wrong guess costs one cookie a minute, never the pool a day.
+_FUZZY = re.compile(
+    r"^\W*(?:rate[\s_-]?limit(?:ed|\s+exceeded|\s+reached)\b|too\s+many\s+requests\W*$|请求过于频繁|频率限制)"
+    r"|you['’]?(?:\s+a)?re\s+sending\s+(?:messages\s+|requests\s+)?too\s+(?:quickly|fast)"
+    r"|^\W*(?:you['’]ve\s+run\s+out\s+of\s+credits|insufficient\s+credits?|credits?\s+exhausted|out\s+of\s+credits)\W*$"
+    r"|^\W*(?:something\s+went\s+wrong|an\s+error\s+occurred|服务异常|出了点问题)[\W\s]*(?:please\s+try\s+again(?:\s+later)?|请稍后再试)?\W*$",
+    _F,
+)
 
 # What a signal's answer begins with, normalised (see `_normalise`): the gate holds text that
 # could still become one of these. Kept in step with the patterns above.
@@ -66,13 +68,13 @@ OPENINGS: tuple[str, ...] = tuple(
         {
             "ai chat [5-hour limit]", "ai image [5-hour limit]", "approaching 5-hour limit",
             "sorry, i couldn't produce a response", "sorry, i could not produce a response",
-            "sorry, i was unable to produce a response", "i couldn't produce a response",
+            "sorry, i was unable to produce a response", "sorry i couldn't produce a response",
             "the model declined to answer",
-            "您的积分已用完", "积分已用完", "you've used all your credits", "you've run out of credits",
-            "credit exhausted", "credit_exhausted", "out of credits", "insufficient credit",
+            "您的积分已用完", "积分已用完", "credit_exhausted", "you've used all your credits",
+            "you've run out of credits", "credits exhausted", "credit exhausted", "out of credits", "insufficient credit",
             "you are sending messages too quickly", "you're sending messages too quickly",
             "rate limit", "too many requests", "请求过于频繁", "频率限制",
-            "something went wrong", "an error occurred", "please try again", "服务异常", "请稍后再试", "出了点问题",
+            "something went wrong", "an error occurred", "服务异常", "出了点问题",
         }
     )
 )
@@ -109,12 +111,22 @@ def session_limit(text: str, *, now: float, image: bool = False, token_sent: boo
     )
 
 
-def classify_answer(text: str, *, now: float, image: bool = False, token_sent: bool = True) -> Failure | None:
-    """A whole final answer → the §12.5 signal it is, or None for a real answer."""
+def normalise(text: str) -> str:
+    """The form in which answers are compared (curly quotes, case and spacing folded)."""
+    return _normalise(text)
+
+
+def classify_answer(text: str, *, now: float, image: bool = False, token_sent: bool = True,
+                    accept: frozenset[str] | set[str] = frozenset()) -> Failure | None:
+    """A whole final answer → the §12.5 signal it is, or None for a real answer.
+
+    `accept`: normalised answers this request already blamed on a cookie through a fuzzy pattern;
+    the same text again from another account is taken for what the model really says.
+    """
     stripped = text.strip()
     if not stripped or len(stripped) > SIGNAL_TEXT_MAX:
         return None
-    if _FIVE_HOUR.search(stripped) or _APPROACHING.search(stripped):
+    if _FIVE_HOUR.search(stripped) or _APPROACHING.fullmatch(stripped):
         return session_limit(stripped, now=now, image=image, token_sent=token_sent)
     if _CREDITS.search(stripped):
         return Failure(
@@ -124,13 +136,6 @@ def classify_answer(text: str, *, now: float, image: bool = False, token_sent: b
             "it rests for a day or until the reset Genspark gave. A free account gets 100 credits once.",
             reset_time(stripped),
         )
-    if _THROTTLE.search(stripped):
-        return Failure(
-            FailureKind.RATE_LIMITED,
-            "upstream_rate_limited",
-            f"Genspark throttled this account in its answer (genspark-protocol.md §12.5 E17: '{_snippet(stripped)}'); "
-            "it cools down for RATE_LIMIT_COOKIE_LOCK_DURATION seconds.",
-        )
     if _DECLINED.search(stripped):
         return Failure(
             FailureKind.DECLINED,
@@ -138,14 +143,22 @@ def classify_answer(text: str, *, now: float, image: bool = False, token_sent: b
             "Genspark's content filter declined this request instead of the model (genspark-protocol.md §12.5 "
             "E23); it is tried once more on a fresh thread. Rephrasing or another model may help.",
         )
-    if _PLACEHOLDER.search(stripped) or (len(stripped) <= VAGUE_TEXT_MAX and _PLACEHOLDER_VAGUE.search(stripped)):
-        return Failure(
-            FailureKind.PLACEHOLDER,
-            "upstream_placeholder",
-            f"Genspark answered with a canned placeholder instead of an answer (genspark-protocol.md §12.5 E15: "
-            f"'{_snippet(stripped)}'); the account rests a minute and another one is tried.",
-        )
+    if _PLACEHOLDER.search(stripped):
+        return _placeholder(stripped, "E15")
+    if _FUZZY.search(stripped) and _normalise(stripped) not in accept:
+        return _placeholder(stripped, "E15-E17, a looser match", evidence=stripped)
     return None
+
+
+def _placeholder(text: str, which: str, evidence: str | None = None) -> Failure:
+    return Failure(
+        FailureKind.PLACEHOLDER,
+        "upstream_placeholder",
+        f"Genspark answered with a canned placeholder or throttle text instead of an answer "
+        f"(genspark-protocol.md §12.5 {which}: '{_snippet(text)}'); the account rests a minute and another one "
+        "is tried.",
+        evidence=evidence,
+    )
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from genspark2api.events import (
     UsageReported,
 )
 from genspark2api.protocols import AiChat, ChatJob, Thread, UpstreamMessage
-from genspark2api.signals import SIGNAL_TEXT_MAX, SignalGate, classify_answer, could_be_signal
+from genspark2api.signals import SIGNAL_TEXT_MAX, SignalGate, classify_answer, could_be_signal, normalise
 from genspark2api.sse import decode_event
 
 NOW = 1_790_000_000.0
@@ -42,19 +42,31 @@ E15 = "Sorry, I couldn't produce a response this turn."
         (E15, K.PLACEHOLDER, "upstream_placeholder"),
         ("Sorry, I couldn’t produce a response this turn.", K.PLACEHOLDER, "upstream_placeholder"),
         ("Something went wrong, please try again.", K.PLACEHOLDER, "upstream_placeholder"),
+        ("An error occurred. Please try again later.", K.PLACEHOLDER, "upstream_placeholder"),
         ("服务异常，请稍后再试", K.PLACEHOLDER, "upstream_placeholder"),
         ("您的积分已用完", K.QUOTA_EXHAUSTED, "upstream_credits_exhausted"),
         ("You've used all your credits for this Genspark account.", K.QUOTA_EXHAUSTED, "upstream_credits_exhausted"),
         ("CREDIT_EXHAUSTED", K.QUOTA_EXHAUSTED, "upstream_credits_exhausted"),
-        ("You are sending messages too quickly. Rate limit reached, please slow down.", K.RATE_LIMITED, "upstream_rate_limited"),
-        ("Rate limit exceeded", K.RATE_LIMITED, "upstream_rate_limited"),
-        ("请求过于频繁", K.RATE_LIMITED, "upstream_rate_limited"),
+        # Looser matches (KE's lists): believed once per request, a minute's rest (see below).
+        ("You are sending messages too quickly. Rate limit reached, please slow down.", K.PLACEHOLDER, "upstream_placeholder"),
+        ("Rate limit exceeded", K.PLACEHOLDER, "upstream_placeholder"),
+        ("请求过于频繁", K.PLACEHOLDER, "upstream_placeholder"),
+        ("Out of credits.", K.PLACEHOLDER, "upstream_placeholder"),
         ("The model declined to answer this request.", K.DECLINED, "upstream_declined"),
     ],
 )
 def test_each_signal_text_is_classified(text: str, kind: K, code: str) -> None:
     failure = classify_answer(text, now=NOW)
     assert failure is not None and failure.kind is kind and failure.code == code
+
+
+def test_a_loose_match_is_believed_once_per_request() -> None:
+    """The same text from a second account is what the model says, not a signal."""
+    first = classify_answer("Rate limit exceeded", now=NOW)
+    assert first is not None and first.evidence == "Rate limit exceeded"
+    assert classify_answer("Rate limit exceeded", now=NOW, accept=frozenset({normalise(first.evidence)})) is None
+    # The verbatim texts are believed every time: every account may really be at its wall.
+    assert classify_answer(E13, now=NOW, accept=frozenset({normalise(E13)})) is not None
 
 
 def test_a_real_wall_rests_until_its_reset_and_a_rolling_image_wall_is_recaptcha() -> None:
@@ -82,6 +94,15 @@ def test_a_real_wall_rests_until_its_reset_and_a_rolling_image_wall_is_recaptcha
         "well over the short bound for vague phrases and therefore clearly an answer.",
         E15 + " " + "x" * SIGNAL_TEXT_MAX,   # a long answer is never a signal
         "",
+        # Ordinary short answers a looser rule once took for signals (each would have cooled every
+        # cookie in turn: the same question gets the same answer on every account).
+        "It means you have used up your balance: 'out of credits' is what the app shows then.",
+        "Too Many Requests: the client sent too many requests in a given amount of time.",
+        "Rate limit: 60 requests per hour for unauthenticated clients.",
+        'It means "insufficient credit": the card was declined.',
+        "Please try again later.",
+        "The build failed because an error occurred while linking libfoo.",
+        "Approaching 5-hour limit — I will be brief.",
     ],
 )
 def test_answers_about_limits_stay_answers(text: str) -> None:
