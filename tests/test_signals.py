@@ -237,3 +237,25 @@ def test_moa_body_puts_the_lead_in_ai_chat_model() -> None:
     assert body["use_moa_proxy"] is True and body["ai_chat_model"] == "gpt-5.1-low"
     assert body["moa_models"] == body["models"] == list(members)
     assert body["project_id"] is None and body["last_seen_event_index"] == -1
+
+
+def test_held_text_is_delivered_when_the_result_has_no_content() -> None:
+    """§12.10: message.content, else the joined deltas, including what the gate was holding."""
+    for held in ("A", "Sorry"):
+        stream = _normal_stream(text=held)
+        stream[4]["delta"] = ""
+        stream[5]["field_value"] = ""
+        stream[6]["message"]["content"] = ""
+        out = _translate(stream)
+        assert "".join(e.text for e in out if isinstance(e, TextDelta)) == held
+
+
+def test_a_search_preamble_repeated_in_the_final_content_is_not_answer() -> None:
+    preamble = 'I\'ll search for "x".\n{"queries": ["x"]}\n'
+    stream = _normal_stream(text=preamble + "A")
+    stream[3]["delta"], stream[4]["delta"] = preamble, "A"
+    out = _translate(stream, search=True)
+    assert "".join(e.text for e in out if isinstance(e, TextDelta)) == "A"
+    # The note comes right before the first answer text, never before the gate has decided.
+    kinds = [type(e).__name__ for e in out if isinstance(e, TextDelta | ReasoningDelta)]
+    assert kinds == ["ReasoningDelta", "TextDelta"]

@@ -241,3 +241,59 @@ async def test_a_request_that_finds_every_cookie_full_waits_then_gets_accounts_b
     assert second.status_code == 429 and second.json()["error"]["code"] == "accounts_busy"
     assert second.headers["retry-after"] and 0.25 <= waited < 3
     assert replies["first"].status_code == 200   # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------ review regressions
+
+
+async def test_a_loose_signal_match_is_believed_once_per_request(make_service: ServiceFactory, sim: Simulator) -> None:
+    """A loose §12.5 match (KE's throttle/credit/placeholder words) also reads like an ordinary
+    answer, and the same question gets the same answer on every account: it is blamed on one
+    cookie at most, and the same text from the next account is delivered as the answer. (The
+    `throttle-text` cookies answer such a text on every request.)"""
+    service = await make_service(cookies=["throttle-text-a", "throttle-text-b", "throttle-text-c"])
+    result = await service.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+    assert "too quickly" in result.choices[0].message.content
+    states = [s.state for s in service.runtime.pool.snapshot()]
+    assert states.count("cooling") == 1 and len(sim.requests_to(ASK)) == 2
+
+
+async def test_two_follow_ups_of_the_same_state_do_not_share_a_project(make_service: ServiceFactory, sim: Simulator) -> None:
+    service = await make_service(cookies=["ok-a", "ok-b"])
+    client = service.openai()
+    turn1 = await say(client, [], "Hello")
+    sim.answer_delay = 0.02
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(say, client, turn1, "secret of A")
+        nursery.start_soon(say, client, turn1, "question of B")
+    followups = bodies(sim)[1:]
+    continued = [b for b in followups if b["project_id"] is not None]
+    assert len(continued) == 1    # one continues the project; the other starts its own with the transcript
+    fresh = next(b for b in followups if b["project_id"] is None)
+    assert [m["role"] for m in fresh["messages"]] == ["user", "assistant", "user"]
+
+
+async def test_a_continue_request_starts_a_new_project_instead_of_resending_into_one(
+    make_service: ServiceFactory, sim: Simulator
+) -> None:
+    service = await make_service()
+    client = service.openai()
+    turn1 = await say(client, [{"role": "system", "content": "Be a pirate"}], "Hello")
+    await client.chat.completions.create(model=MODEL, messages=turn1)   # ends with the assistant's answer
+    body = bodies(sim)[1]
+    assert body["project_id"] is None and [m["role"] for m in body["messages"]] == ["system", "user", "assistant"]
+
+
+@pytest.mark.parametrize("reading", ["403", "500", "empty"])
+async def test_a_pinned_project_of_another_account_never_kills_a_cookie(
+    make_service: ServiceFactory, sim: Simulator, reading: str
+) -> None:
+    """§12.3: a project belongs to one account; a foreign one answers 500, 403 or empty (sim options)."""
+    sim.options.adopt_unknown_projects = True
+    sim.options.foreign_project = reading  # type: ignore[assignment]
+    service = await make_service(cookies=["ok-a", "ok-b"], MODEL_CHAT_MAP=f"{MODEL}=pinned-1")
+    for n in range(3):
+        result = await service.openai().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"q{n}"}])
+        assert result.choices[0].message.content
+    assert all(s.state == "healthy" for s in service.runtime.pool.snapshot())
