@@ -44,9 +44,9 @@ HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
     # 404 for a path already under /v1/: the path is wrong, not the prefix.
-    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. This service answers "
-                "{prefix}/v1/chat/completions, /v1/models, /v1/images/generations, /v1/images/edits, "
-                "/v1/videos and /v1/videos/generations."),
+    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. Under {prefix}/v1/ this "
+                "service answers chat/completions, models, images/generations, images/edits, videos and "
+                "videos/generations."),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
     413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
