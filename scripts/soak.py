@@ -8,6 +8,7 @@ no upstream connection may be left busy, and the process's RSS growth is reporte
 
     python scripts/soak.py                          # 10,000 requests, 50 at a time (a few minutes)
     python scripts/soak.py --requests 2000 --concurrency 20
+    python scripts/soak.py --env HEDGE_AFTER_SECONDS=0.5     # any service setting for the run
 
 Both sides run in this process on 127.0.0.1; nothing else is contacted. The suite runs a bounded
 version (tests/test_soak.py) through `soak()`.
@@ -189,9 +190,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a service setting for this run, e.g. --env HEDGE_AFTER_SECONDS=0.5 (repeatable)")
     args = parser.parse_args()
+    env = dict(item.split("=", 1) for item in args.env)
     logging.basicConfig(level=logging.ERROR)  # every failed attempt is a warning: the figures say it all
-    figures = trio.run(partial(soak, args.requests, args.concurrency, seed=args.seed))
+    figures = trio.run(partial(soak, args.requests, args.concurrency, seed=args.seed, env=env))
     print(figures.report())
     for line in figures.malformed[:20]:
         print("  malformed:", line)
