@@ -121,9 +121,13 @@ def check_whole(status: int, body: bytes) -> str | None:
 
 
 def busy_upstream(runtime: Runtime) -> int:
-    """Upstream connections still carrying a request (none should, once every answer is done)."""
+    """Upstream connections still carrying a request (none should, once every answer is done).
+
+    httpcore keeps a NEW entry (no socket yet) for a request cancelled while it waited for a
+    connection; those are not open connections, so only ACTIVE ones count.
+    """
     pool = runtime.client._http._transport._pool  # httpcore's pool behind the one upstream client
-    return sum(1 for c in pool.connections if not c.is_idle() and not c.is_closed())
+    return sum(1 for c in pool.connections if "ACTIVE" in c.info())
 
 
 async def soak(requests: int, concurrency: int, *, seed: int = 1, env: dict[str, str] | None = None) -> Figures:
@@ -180,6 +184,10 @@ async def soak(requests: int, concurrency: int, *, seed: int = 1, env: dict[str,
             while busy_upstream(runtime):
                 await trio.sleep(0.05)
         figures.busy_upstream = busy_upstream(runtime)
+        if figures.busy_upstream:
+            pool = runtime.client._http._transport._pool
+            print("busy upstream connections:", [repr(c) for c in pool.connections if "ACTIVE" in c.info()],
+                  file=sys.stderr)
         figures.rss_after_mb = rss_mb()
         nursery.cancel_scope.cancel()
     return figures
