@@ -13,6 +13,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from . import __version__
+from .bodies import LARGE_BODY_BYTES, parse_body
 from .catalog import MODELS_CREATED, listed_models, owned_by
 from .chat import ChatService
 from .chat_request import is_generation, parse_chat_request
@@ -87,8 +88,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     # connection.py: early answers drain the body, and every answer's connection really ends.
-    app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS,
-                                    stopping=runtime.stopping)  # type: ignore[method-assign]
+    app.asgi_app = ConnectionGuard(
+        app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS, stopping=runtime.stopping,
+        large_body_slots=runtime.large_body_slots, large_body_bytes=LARGE_BODY_BYTES)  # type: ignore[method-assign]
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
     secrets = [s.encode() for s in settings.api_secrets]
@@ -218,7 +220,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
-        params = await runtime.bodies.parse(parse_chat_request)
+        params = await parse_body(parse_chat_request)
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
         prepared = await chat.prepare(params)
