@@ -13,6 +13,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, drift
+from .bodies import LARGE_BODY_BYTES, parse_body
 from .catalog import MODELS_CREATED, UnknownModel, owned_by
 from .chat import ChatService
 from .chat_request import is_generation, model_not_found, parse_chat_request
@@ -44,9 +45,9 @@ HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
     # 404 for a path already under /v1/: the path is wrong, not the prefix.
-    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. This service answers "
-                "{prefix}/v1/chat/completions, /v1/models, /v1/images/generations, /v1/images/edits, "
-                "/v1/videos and /v1/videos/generations."),
+    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. Under {prefix}/v1/ this "
+                "service answers chat/completions, models, images/generations, images/edits, videos and "
+                "videos/generations."),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
     413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
@@ -87,8 +88,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     # connection.py: early answers drain the body, and every answer's connection really ends.
-    app.asgi_app = ConnectionGuard(app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS,
-                                    stopping=runtime.stopping)  # type: ignore[method-assign]
+    app.asgi_app = ConnectionGuard(
+        app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS, stopping=runtime.stopping,
+        large_body_slots=runtime.large_body_slots, large_body_bytes=LARGE_BODY_BYTES)  # type: ignore[method-assign]
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
     secrets = [s.encode() for s in settings.api_secrets]
@@ -224,7 +226,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
-        params = await runtime.bodies.parse(lambda body: parse_chat_request(body, runtime.catalog))
+        params = await parse_body(lambda body: parse_chat_request(body, runtime.catalog))
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
         prepared = await chat.prepare(params)

@@ -11,7 +11,7 @@ one nursery:
   go down the channel; every other attempt is cancelled and its upstream connection closed.
 - With `hedge_after` > 0 a second attempt starts on another cookie when the first has produced
   nothing answer-bearing by then (nobody else does this; trio's nurseries make it cheap). When
-  the hedge wins, the silent attempt it raced counts as a stall against its cookie (`STALLED`).
+  the hedge wins, the silent attempt it raced counts as a stall against its cookie (`upstream_stalled`).
 - With `first_event_timeout` > 0 an attempt that produces nothing answer-bearing in that time
   fails as a stall (NETWORK: its cookie cools down, the next cookie is tried). The idle timeout
   alone allowed a silent cookie 120 s per request (issue #10 item 7).

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
+from .bodies import parse_body
 from .catalog import ModelKind
 from .chat_request import ChatParams, message_text
 from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
@@ -61,7 +62,7 @@ def _json(payload: bytes, status: int = 200, headers: dict[str, str] | None = No
     return Response(payload, status=status, content_type="application/json", headers=headers)
 
 
-async def read_fields(rt: Runtime, file_fields: tuple[str, ...]) -> tuple[dict[str, Any], list[ReferenceSource]]:
+async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], list[ReferenceSource]]:
     """The request's fields: a JSON object, or a multipart/urlencoded form with its files.
 
     Form spellings: `image[]` repeated is a list, `input_reference[image_url]` a nested object.
@@ -92,7 +93,7 @@ async def read_fields(rt: Runtime, file_fields: tuple[str, ...]) -> tuple[dict[s
                 param = f"{name}[{i}]" if len(uploads) > 1 or key.endswith("[]") else name
                 sources.append(ReferenceSource(param, data=upload.read(), filename=upload.filename))
         return doc, sources
-    return await rt.bodies.parse(_json_object), []
+    return await parse_body(_json_object), []
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -117,13 +118,13 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
 
     @api.post("/images/generations")
     async def images_generations() -> Response:
-        doc, _ = await read_fields(runtime, ())
+        doc, _ = await read_fields(())
         req = parse_image_request(doc, settings.image_model)
         return _json(await images_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/images/edits")
     async def images_edits() -> Response:
-        doc, files = await read_fields(runtime, ("image", "images"))
+        doc, files = await read_fields(("image", "images"))
         req = parse_image_request(doc, settings.image_model, files)
         if not req.references:
             raise bad_request("An edit needs at least one 'image' (a file, URL or base64).", param="image",
@@ -132,13 +133,13 @@ def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
 
     @api.post("/videos/generations")
     async def video_generations() -> Response:
-        doc, _ = await read_fields(runtime, ())
+        doc, _ = await read_fields(())
         req = parse_video_generation(doc)
         return _json(await video_generations_answer(runtime, req, request_media_urls(runtime)))
 
     @api.post("/videos")
     async def video_jobs_create() -> Response:
-        doc, files = await read_fields(runtime, ("input_reference",))
+        doc, files = await read_fields(("input_reference",))
         req = parse_video_job(doc, files)
         references = await load_references(req.references, settings)
         if runtime.shutting_down:  # a job started now could only fail at the end of the grace

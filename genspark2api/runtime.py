@@ -18,7 +18,6 @@ import httpx
 import trio
 
 from .bindings import ConversationBindings
-from .bodies import BodyReader
 from .catalog import Catalog
 from .errors import ApiError, upstream_error
 from .failover import FailoverRunner
@@ -72,7 +71,7 @@ class Runtime:
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None
-        self.bodies = BodyReader(settings.large_body_concurrency, settings.body_timeout)
+        self.large_body_slots = trio.CapacityLimiter(settings.large_body_concurrency)  # connection.py
         self.shutting_down = False
         self.stopping = trio.Event()  # set with shutting_down, for those who wait (connection.py)
         self._answers: set[trio.CancelScope] = set()  # the upstream work of answers in flight

@@ -218,7 +218,7 @@ class Settings:
     body_timeout: float = setting("BODY_TIMEOUT", 60.0, _seconds(1), "Time a client has to send a whole request body, seconds (then 408)")
     client_idle_timeout: float = setting("KEEP_ALIVE_TIMEOUT", 75.0, _seconds(1), "Idle keep-alive connections close after this; also the time to send a request's headers, seconds")
     listen_backlog: int = setting("LISTEN_BACKLOG", 1024, _int(16, 65535), "Connections the kernel queues before the service accepts them")
-    large_body_concurrency: int = setting("LARGE_BODY_CONCURRENCY", 4, _int(1), "Request bodies of 1 MiB or more read and decoded at once (others wait)")
+    large_body_concurrency: int = setting("LARGE_BODY_CONCURRENCY", 4, _int(1), "Request bodies of 1 MiB or more (or chunked) read and decoded at once; others wait unread")
     keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
     stream_coalesce: float = setting("STREAM_COALESCE_SECONDS", 0.02, _seconds(0, 1), "After the first content frame, frames arriving within this window share one write (0 = off)")
     # Upstream

@@ -255,7 +255,7 @@ async def test_a_413_is_readable_while_the_client_is_still_sending(make_service:
 
 async def test_large_bodies_are_decoded_a_few_at_a_time_and_the_loop_stays_responsive(make_service: ServiceFactory) -> None:
     service = await make_service(LARGE_BODY_CONCURRENCY="2")
-    slots = service.runtime.bodies.slots
+    slots = service.runtime.large_body_slots
     big = b'{"model": "gpt-5.4", "messages": [], "metadata": {"blob": "' + b"b" * (4 * 1024 * 1024) + b'"}}'
     peak = 0
     health: list[float] = []
