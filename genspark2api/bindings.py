@@ -17,7 +17,10 @@ conversation lands in the same project.
 
 An OpenAI client resends the whole history each turn. After turn n we remember
 `history + [answer]` under its key; turn n+1 sends `history + [answer] + [new user message]`,
-and its history (everything before the new last user message) hashes to the same key.
+and its history (everything before the new last user message) hashes to the same key. A request
+*claims* the binding it continues (`claim`), so that two requests of the same state (a double
+submit, a retry after a timeout) never both continue one project; the turn's success binds the
+project's new head.
 
 Pure and in memory: a bounded LRU with a maximum age, clock injected. Lost on restart, which only
 costs a fresh upstream chat.

@@ -2,7 +2,9 @@
 
 Where things happen:
 - `ChatService.prepare` builds the upstream conversation once (media fetched and checked once).
-- `ChatService.attempt` is one try on one cookie: uploads, reCAPTCHA token, the upstream stream.
+- `ChatService.attempt` is one try on one cookie: where the turn goes (a new Genspark thread with
+  the whole transcript, or the bound one with only the new turn, §12.3), uploads, reCAPTCHA token,
+  the upstream stream; a continued thread the account cannot use starts over on a new one.
 - `FailoverRunner` (failover.py) runs attempts in the app nursery and feeds a channel.
 - The handler holds the response until the first answer-bearing event (bounded by
   `FIRST_BYTE_HOLD_SECONDS`), so an early failure is still a JSON error with a real status.
