@@ -75,17 +75,17 @@ def model_params(job: GenerationJob) -> dict[str, Any]:
     """`model_params` as the UI sends it (§12.7.1 TT-3/TT-4 capture), then the request's options."""
     options = dict(job.options)
     if job.kind is MediaKind.IMAGE:
+        hd = bool(options.pop("hd", False))
+        quality = options.pop("quality", None)
         params: dict[str, Any] = {
             "type": "image", "model": job.model, "aspect_ratio": options.pop("aspect_ratio", None) or "auto",
             # §12.7.1: auto_prompt false with an explicit size "generates directly", prompt not rewritten.
             "auto_prompt": bool(options.pop("auto_prompt", False)), "style": options.pop("style", "auto"),
-            "image_size": options.pop("image_size", None) or ("4k" if options.pop("hd", False) else "2k"),
-            # §12.5: quality "auto" is upstream zero cost.
-            "quality": options.pop("quality", None) if options.get("quality") in ("auto", "low", "medium", "high") else "auto",
+            "image_size": options.pop("image_size", None) or ("4k" if hd else "2k"),
+            # §12.5: quality "auto" is upstream zero cost; OpenAI's "hd" asks for the size instead.
+            "quality": quality if quality in ("auto", "low", "medium", "high") else "auto",
             "background_mode": True, "camera_control": None, "generation_count": job.count,
         }
-        options.pop("hd", None)
-        options.pop("quality", None)
         if job.model == "gpt-image-2.5":
             params["tier"] = "flare"     # §12.7.1: sent only with gpt-image-2.5
     else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import httpx
 import trio
 
 from conftest import ServiceFactory, read_request_head, start_service
