@@ -20,8 +20,8 @@ from hypercorn.config import Config
 from hypercorn.logging import Logger
 from hypercorn.trio import serve
 
-from .app import create_app
-from .media_links import MEDIA_PATH
+from .api.app import create_app
+from .core.media_links import MEDIA_PATH
 from .redact import mask_capability_path, mask_secret
 from .runtime import Runtime, read_cookie_file
 from .settings import Settings, SettingsError, deprecated_in

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .openai_types import ErrorBody, ErrorDetail, encoder
+from .api.openai_types import ErrorBody, ErrorDetail, encoder
 
 
 class ApiError(Exception):

@@ -15,10 +15,14 @@ from typing import Any
 
 import httpx
 
-from . import drift
-from .catalog import ModelKind, ModelRoute
-from .classify import Failure
-from .events import (
+from .core.generation import TaskBoard
+from .core.media_agent import AgentMediaReader, accepted_tasks
+from .settings import Settings
+from .upstream import drift
+from .upstream.catalog import ModelKind, ModelRoute
+from .upstream.classify import Failure
+from .upstream.client import GensparkClient
+from .upstream.events import (
     AnswerDone,
     ModelServed,
     ModelsReported,
@@ -28,13 +32,9 @@ from .events import (
     TextDelta,
     UpstreamFailure,
 )
-from .generation import TaskBoard
-from .media_agent import AgentMediaReader, accepted_tasks
-from .protocols import ChatJob, UpstreamMessage, chat_adapter
-from .signals import classify_answer, session_limit
-from .recording import read_exchange
-from .settings import Settings
-from .upstream import GensparkClient
+from .upstream.protocols import ChatJob, UpstreamMessage, chat_adapter
+from .upstream.recording import read_exchange
+from .upstream.signals import classify_answer, session_limit
 
 TASK_PATHS = ("/api/ig_tasks_status", "/api/vg_tasks_status")
 URL_KEYS = {"/api/ig_tasks_status": ("image_urls_nowatermark", "image_urls"),

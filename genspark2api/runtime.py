@@ -17,15 +17,15 @@ from pathlib import Path
 import httpx
 import trio
 
-from .bindings import ConversationBindings
-from .catalog import Catalog
+from .core.media_links import MediaLinks
+from .core.usage import TokenCounter, default_data_dir
 from .errors import ApiError, upstream_error
-from .failover import FailoverRunner
-from .media_links import MediaLinks
-from .pool import CookiePool, CooldownPolicy
+from .pool.bindings import ConversationBindings
+from .pool.cookies import CookiePool, CooldownPolicy
+from .pool.failover import FailoverRunner
 from .settings import Settings
-from .upstream import GensparkClient
-from .usage import TokenCounter, default_data_dir
+from .upstream.catalog import Catalog
+from .upstream.client import GensparkClient
 
 log = logging.getLogger("genspark2api")
 

@@ -286,7 +286,9 @@ class Settings:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
         settings = cls(**values)
         if settings.upstream_transport == "browser":
-            from .browser_transport import check_available  # curl_cffi only when asked for
+            from .upstream.browser import (
+                check_available,  # curl_cffi only when asked for
+            )
 
             check_available(settings.upstream_impersonate)
         return settings

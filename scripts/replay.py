@@ -5,7 +5,7 @@
     python scripts/replay.py rec/20261201T203812.123Z-…-POST-api_agent_ask_proxy.exchange
     python scripts/replay.py FILE --protocol copilot       # read a chat stream as the other generation
 
-The file format is described in genspark2api/recording.py. Nothing is sent anywhere: the recorded
+The file format is described in genspark2api/upstream/recording.py. Nothing is sent anywhere: the recorded
 response is served from memory to the same client, translator and classifier a live request uses.
 Exit status: 0 for a complete answer, 1 when it classifies as a failure, 2 for an unreadable file.
 """

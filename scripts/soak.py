@@ -34,7 +34,7 @@ from hypercorn.trio import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from genspark2api.app import create_app  # noqa: E402
+from genspark2api.api.app import create_app  # noqa: E402
 from genspark2api.runtime import Runtime  # noqa: E402
 from genspark2api.settings import Settings  # noqa: E402
 from genspark2api.simulator import Simulator, serve_simulator  # noqa: E402

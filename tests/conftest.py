@@ -13,7 +13,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from genspark2api.app import create_app
+from genspark2api.api.app import create_app
 from genspark2api.runtime import Runtime
 from genspark2api.settings import Settings
 from genspark2api.simulator import Simulator, serve_simulator

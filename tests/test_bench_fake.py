@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import trio
-
 from conftest import start_service
 
 _spec = importlib.util.spec_from_file_location(

@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import FAKE_T0, FakeClock
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from genspark2api.bindings import Binding, ConversationBindings, conversation_key
+from genspark2api.pool.bindings import Binding, ConversationBindings, conversation_key
 from genspark2api.redact import mask_cookie, mask_secret
-
-from conftest import FAKE_T0, FakeClock
 
 T0 = FAKE_T0
 
@@ -43,7 +42,7 @@ def test_key_is_unambiguous_about_message_boundaries() -> None:
 
 
 def test_key_stable_across_processes() -> None:
-    code = "from genspark2api.bindings import conversation_key as k; print(k('m', [('user', 'héllo')]))"
+    code = "from genspark2api.pool.bindings import conversation_key as k; print(k('m', [('user', 'héllo')]))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == conversation_key("m", [("user", "héllo")])
     assert len(other) == 64

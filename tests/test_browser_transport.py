@@ -18,12 +18,20 @@ import trio
 pytest.importorskip("curl_cffi")
 
 from conftest import ServiceFactory, free_port  # noqa: E402
-from test_pool_e2e import LoopbackProxy, answered, ask, cookie, pool_rows, serve, wait_for  # noqa: E402
+from test_pool_e2e import (  # noqa: E402
+    LoopbackProxy,
+    answered,
+    ask,
+    cookie,
+    pool_rows,
+    serve,
+    wait_for,
+)
 
-from genspark2api.browser_transport import BrowserTransport  # noqa: E402
-from genspark2api.classify import classify_exception  # noqa: E402
 from genspark2api.settings import Settings, SettingsError  # noqa: E402
 from genspark2api.simulator import Simulator  # noqa: E402
+from genspark2api.upstream.browser import BrowserTransport  # noqa: E402
+from genspark2api.upstream.classify import classify_exception  # noqa: E402
 
 BODY = {"model": "gpt-5.4", "messages": [{"role": "user", "content": "hello"}]}
 CHAT = "/api/agent/ask_proxy"

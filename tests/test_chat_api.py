@@ -7,7 +7,6 @@ import json
 import openai
 import pytest
 import trio
-
 from conftest import Service, ServiceFactory, sse_frames
 
 PROTOCOLS = ["ai_chat", "copilot"]

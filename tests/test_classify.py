@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from genspark2api.classify import (
+from genspark2api.upstream.classify import (
     EMPTY_ANSWER,
     TRUNCATED,
     Failure,

@@ -12,8 +12,8 @@ import re
 import time
 
 import trio
-
 from conftest import ServiceFactory, sse_frames
+
 from genspark2api.simulator import Simulator
 
 

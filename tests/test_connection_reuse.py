@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import trio
-
 from conftest import ServiceFactory, read_request_head, start_service
+
 from genspark2api.simulator import Simulator
-from genspark2api.upstream import DRAIN_SECONDS
+from genspark2api.upstream.client import DRAIN_SECONDS
 
 
 @dataclass

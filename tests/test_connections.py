@@ -7,7 +7,6 @@ import json
 
 import pytest
 import trio
-
 from conftest import Service, ServiceFactory
 
 BODY = json.dumps({"model": "gpt-5.4", "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -128,7 +127,7 @@ async def test_404_and_429_and_403_before_the_body_keep_the_connection_usable(ma
 
 async def test_a_body_that_never_comes_closes_the_connection_after_the_answer(make_service: ServiceFactory) -> None:
     service = await make_service(API_SECRET="sk-good")
-    from genspark2api import app as app_module  # the guard's drain bound
+    from genspark2api.api import app as app_module  # the guard's drain bound
 
     stream = await connect(service)
     reader = Reader(stream)

@@ -10,16 +10,15 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from test_pool_e2e import answered, ask, cookie, serve
 
-from genspark2api import drift
-from genspark2api.catalog import route_model
-from genspark2api.events import UpstreamFailure
-from genspark2api.protocols import ChatJob, UpstreamMessage, chat_adapter
-from genspark2api.recording import read_exchange
 from genspark2api.simulator import Simulator
-from genspark2api.sse import LineDecoder, decode_event
+from genspark2api.upstream import drift
+from genspark2api.upstream.catalog import route_model
+from genspark2api.upstream.events import UpstreamFailure
+from genspark2api.upstream.protocols import ChatJob, UpstreamMessage, chat_adapter
+from genspark2api.upstream.recording import read_exchange
+from genspark2api.upstream.sse import LineDecoder, decode_event
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"
 

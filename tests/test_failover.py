@@ -9,13 +9,25 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
-
-from genspark2api.classify import Failure, FailureKind
-from genspark2api.events import AnswerDone, ModelsReported, ProjectStarted, TextDelta, UpstreamFailure
-from genspark2api.failover import Completed, Failed, FailoverRunner, Won
-from genspark2api.pool import CookiePool, CookieState, CooldownPolicy, Lease, cookie_key, normalize_cookie_entry
-
 from conftest import FakeClock
+
+from genspark2api.pool.cookies import (
+    CookiePool,
+    CookieState,
+    CooldownPolicy,
+    Lease,
+    cookie_key,
+    normalize_cookie_entry,
+)
+from genspark2api.pool.failover import Completed, Failed, FailoverRunner, Won
+from genspark2api.upstream.classify import Failure, FailureKind
+from genspark2api.upstream.events import (
+    AnswerDone,
+    ModelsReported,
+    ProjectStarted,
+    TextDelta,
+    UpstreamFailure,
+)
 
 K = FailureKind
 COOKIES = ["alpha-0000-cookie", "bravo-1111-cookie", "charlie-2222-cookie", "delta-3333-cookie"]

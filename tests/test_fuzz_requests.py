@@ -15,11 +15,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import start_service
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from genspark2api.core.usage import TokenCounter, default_data_dir
 from genspark2api.simulator import Simulator, serve_simulator
-from genspark2api.usage import TokenCounter, default_data_dir
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(max_size=12), st.sampled_from(["user", "system", "tool", "assistant", "gpt-5.4", "image_url"]),

@@ -9,10 +9,10 @@ import httpx
 import openai
 import pytest
 import trio
-
 from conftest import ServiceFactory, sse_frames, with_env
-from genspark2api.generation import TaskBoard, task_ids
-from genspark2api.images import aspect_ratio_for_size
+
+from genspark2api.api.images import aspect_ratio_for_size
+from genspark2api.core.generation import TaskBoard, task_ids
 from genspark2api.simulator.media import PNG_SIGNATURE, solid_png
 
 ASK = "/api/copilot/ask"

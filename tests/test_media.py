@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genspark2api.media import (
+from genspark2api.core.media import (
     DOCX,
     PPTX,
     XLSX,

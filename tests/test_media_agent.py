@@ -7,14 +7,19 @@ import base64
 import httpx
 import openai
 import pytest
-
 from conftest import ServiceFactory, with_env
-from genspark2api.events import UpstreamFailure
-from genspark2api.generation import GenerationJob, MediaKind
-from genspark2api.media_agent import AgentMediaReader, accepted_tasks, agent_body, item_verdict
+
+from genspark2api.core.generation import GenerationJob, MediaKind
+from genspark2api.core.media_agent import (
+    AgentMediaReader,
+    accepted_tasks,
+    agent_body,
+    item_verdict,
+)
 from genspark2api.simulator import Simulator
 from genspark2api.simulator.media import PNG_SIGNATURE
-from genspark2api.sse import decode_event
+from genspark2api.upstream.events import UpstreamFailure
+from genspark2api.upstream.sse import decode_event
 
 ASK = "/api/agent/ask_proxy"
 POLL = "/api/ig_tasks_status"

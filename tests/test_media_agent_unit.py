@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from genspark2api.events import TasksAccepted, UpstreamFailure
-from genspark2api.generation import GenerationJob, MediaKind
-from genspark2api.media_agent import agent_attempt
-from genspark2api.sse import decode_event
+from genspark2api.core.generation import GenerationJob, MediaKind
+from genspark2api.core.media_agent import agent_attempt
+from genspark2api.upstream.events import TasksAccepted, UpstreamFailure
+from genspark2api.upstream.sse import decode_event
 
 
 class Scripted:

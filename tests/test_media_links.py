@@ -7,11 +7,11 @@ import re
 import httpx
 import pytest
 import trio
-
 from conftest import FakeClock, ServiceFactory, start_service, with_env
+
+from genspark2api.core.media_links import MediaLinks, MediaUrls, guess_type, public_base
 from genspark2api.errors import ApiError
-from genspark2api.media_links import MediaLinks, MediaUrls, guess_type, public_base
-from genspark2api.pool import Lease
+from genspark2api.pool.cookies import Lease
 from genspark2api.settings import Settings, SettingsError
 from genspark2api.simulator.media import colour_for, solid_png
 

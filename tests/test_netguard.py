@@ -22,12 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import trio
+from conftest import read_request_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import read_request_head
-from genspark2api import netguard
-from genspark2api.netguard import (
+from genspark2api.core import netguard
+from genspark2api.core.netguard import (
     FetchFailed,
     FetchRefused,
     GuardedBackend,

@@ -6,8 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from conftest import ServiceFactory
+
 from genspark2api.cli import hypercorn_config, main
 from genspark2api.settings import Settings
 

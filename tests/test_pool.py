@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import FAKE_T0, FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genspark2api.classify import Failure, FailureKind
-from genspark2api.pool import (
+from genspark2api.pool.cookies import (
     CookiePool,
     CookieState,
     CooldownPolicy,
@@ -16,8 +16,7 @@ from genspark2api.pool import (
     cookie_key,
     normalize_cookie_entry,
 )
-
-from conftest import FAKE_T0, FakeClock
+from genspark2api.upstream.classify import Failure, FailureKind
 
 K = FailureKind
 T0 = FAKE_T0

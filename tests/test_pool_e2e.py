@@ -25,12 +25,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import trio
+from conftest import FakeClock, Service, free_port, sse_frames, start_service
 
-from genspark2api.pool import cookie_key, normalize_cookie_entry
+from genspark2api.pool.cookies import cookie_key, normalize_cookie_entry
 from genspark2api.redact import mask_cookie
 from genspark2api.simulator import Simulator
-
-from conftest import FakeClock, Service, free_port, sse_frames, start_service
 
 MODEL = "gpt-5.4"
 CHAT_PATHS = ("/api/copilot/ask", "/api/agent/ask_proxy")

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from conftest import free_port
 from test_pool_e2e import ask, cookie, serve, wait_for
 
-from genspark2api.classify import FailureKind
-from genspark2api.recording import FORMAT, read_exchange
 from genspark2api.replay import replay, replay_file
 from genspark2api.simulator import Simulator
+from genspark2api.upstream.classify import FailureKind
+from genspark2api.upstream.recording import FORMAT, read_exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "upstream"

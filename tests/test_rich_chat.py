@@ -17,14 +17,14 @@ from typing import Any
 import openai
 import pytest
 import trio
-
 from conftest import ServiceFactory, free_port, read_request_head
-from genspark2api.compose import AnswerComposer, ComposeOptions
-from genspark2api.events import ReasoningDelta, TextDelta
+
+from genspark2api.core.compose import AnswerComposer, ComposeOptions
+from genspark2api.core.usage import TokenCounter
 from genspark2api.simulator import key_of_storage_url
 from genspark2api.simulator.media import solid_png
 from genspark2api.simulator.streams import split_deltas
-from genspark2api.usage import TokenCounter
+from genspark2api.upstream.events import ReasoningDelta, TextDelta
 
 PROTOCOLS = ["ai_chat", "copilot"]
 CHAT_PATH = {"ai_chat": "/api/agent/ask_proxy", "copilot": "/api/copilot/ask"}

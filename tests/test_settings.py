@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from genspark2api.catalog import Catalog, ModelKind, UnknownModel, route_model
 from genspark2api.cli import main
 from genspark2api.settings import Settings, SettingsError, deprecated_in
+from genspark2api.upstream.catalog import Catalog, ModelKind, UnknownModel, route_model
 
 
 def test_defaults() -> None:

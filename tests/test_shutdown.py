@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import trio
-
 from conftest import ServiceFactory
+
 from genspark2api.simulator import Simulator
 
 CHAT = {"model": "gpt-5.4", "stream": True, "messages": [{"role": "user", "content": "a long answer " * 20}]}

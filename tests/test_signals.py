@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genspark2api.catalog import ModelKind, ModelRoute
-from genspark2api.classify import FailureKind as K
-from genspark2api.events import (
+from genspark2api.upstream.catalog import ModelKind, ModelRoute
+from genspark2api.upstream.classify import FailureKind as K
+from genspark2api.upstream.events import (
     AnswerDone,
     ModelServed,
     ProjectStarted,
@@ -24,9 +24,15 @@ from genspark2api.events import (
     UpstreamFailure,
     UsageReported,
 )
-from genspark2api.protocols import AiChat, ChatJob, Thread, UpstreamMessage
-from genspark2api.signals import SIGNAL_TEXT_MAX, SignalGate, classify_answer, could_be_signal, normalise
-from genspark2api.sse import decode_event
+from genspark2api.upstream.protocols import AiChat, ChatJob, Thread, UpstreamMessage
+from genspark2api.upstream.signals import (
+    SIGNAL_TEXT_MAX,
+    SignalGate,
+    classify_answer,
+    could_be_signal,
+    normalise,
+)
+from genspark2api.upstream.sse import decode_event
 
 NOW = 1_790_000_000.0
 E13 = "AI Chat [5-hour limit](https://www.genspark.ai/helpcenter/membership-plans#usage) reached."

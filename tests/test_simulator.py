@@ -15,7 +15,13 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genspark2api.simulator import Scenario, Simulator, key_of_storage_url, scenario_for, serve_simulator
+from genspark2api.simulator import (
+    Scenario,
+    Simulator,
+    key_of_storage_url,
+    scenario_for,
+    serve_simulator,
+)
 from genspark2api.simulator.answers import find_tool_definitions
 from genspark2api.simulator.media import solid_png
 from genspark2api.simulator.streams import split_deltas

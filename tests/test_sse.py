@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given, settings, strategies as st
-
-from genspark2api.sse import DataLine, LineDecoder, LineTooLong, OtherLine, decode_event
-
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genspark2api.upstream.sse import (
+    DataLine,
+    LineDecoder,
+    LineTooLong,
+    OtherLine,
+    decode_event,
+)
 
 
 def python_style(obj: dict) -> bytes:

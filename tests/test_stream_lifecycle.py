@@ -7,7 +7,6 @@ import json
 import openai
 import pytest
 import trio
-
 from conftest import ServiceFactory, sse_frames
 
 BODY = {"model": "gpt-5.4", "messages": [{"role": "user", "content": "hello"}]}

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genspark2api.textfilters import _MAX_TAIL, StopFilter, TokenBudget
-from genspark2api.usage import TokenCounter
+from genspark2api.core.textfilters import _MAX_TAIL, StopFilter, TokenBudget
+from genspark2api.core.usage import TokenCounter
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tiktoken-data"
 

@@ -10,9 +10,9 @@ import json
 import openai
 import pytest
 import trio
-
 from conftest import ServiceFactory
-from genspark2api.pool import cookie_key
+
+from genspark2api.pool.cookies import cookie_key
 from genspark2api.simulator import Simulator
 
 ASK = "/api/agent/ask_proxy"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from genspark2api.toolcalls import (
+from genspark2api.core.toolcalls import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
     CallPiece,
@@ -19,7 +19,7 @@ from genspark2api.toolcalls import (
     ToolCallStreamParser,
     parse_tool_answer,
 )
-from genspark2api.toolprompt import (
+from genspark2api.core.toolprompt import (
     FunctionChoice,
     FunctionSpec,
     render_assistant_tool_calls,

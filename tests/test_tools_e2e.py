@@ -16,11 +16,11 @@ from urllib.parse import parse_qs
 import openai
 import pydantic
 import pytest
-
 from conftest import ServiceFactory, sse_frames
-from genspark2api.compose import AnswerComposer, Call, ComposeOptions, Content
-from genspark2api.events import TextDelta
-from genspark2api.usage import TokenCounter
+
+from genspark2api.core.compose import AnswerComposer, Call, ComposeOptions, Content
+from genspark2api.core.usage import TokenCounter
+from genspark2api.upstream.events import TextDelta
 
 PROTOCOLS = ["ai_chat", "copilot"]
 CHAT_PATH = {"ai_chat": "/api/agent/ask_proxy", "copilot": "/api/copilot/ask"}

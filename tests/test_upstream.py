@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genspark2api.settings import Settings
-from genspark2api.upstream import GensparkClient
+from genspark2api.upstream.client import GensparkClient
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import tiktoken.load
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genspark2api import usage
-from genspark2api.usage import (
+from genspark2api.core import usage
+from genspark2api.core.usage import (
     ESTIMATE_DESCRIPTION,
     TokenCounter,
     count_messages_async,

@@ -7,13 +7,13 @@ import base64
 import openai
 import pytest
 import trio
-
 from conftest import ServiceFactory, with_env
-from genspark2api.errors import ApiError
-from genspark2api.generation import Generated
-from genspark2api.simulator.media import solid_png
-from genspark2api.videos import VideoJobStore, parse_video_job
 from test_images import wait_for
+
+from genspark2api.api.videos import VideoJobStore, parse_video_job
+from genspark2api.core.generation import Generated
+from genspark2api.errors import ApiError
+from genspark2api.simulator.media import solid_png
 
 
 @pytest.fixture

@@ -26,7 +26,14 @@ from .answers import key_of_storage_url, storage_url_for
 from .options import SimOptions
 from .scenarios import Scenario, scenario_for
 from .server import Simulator, serve_simulator
-from .state import ClosedStream, FileDownload, MediaTask, Project, RecordedRequest, TaskOutcome
+from .state import (
+    ClosedStream,
+    FileDownload,
+    MediaTask,
+    Project,
+    RecordedRequest,
+    TaskOutcome,
+)
 
 __all__ = [
     "ClosedStream",

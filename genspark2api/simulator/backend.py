@@ -48,7 +48,13 @@ from .answers import Conversation, compose_answer, storage_url_for, task_outcome
 from .media import colour_for, fake_mp4, solid_png
 from .options import SimOptions
 from .playback import utc_now
-from .scenarios import RATE_LIMITED, CannedResponse, Scenario, is_logged_out, scenario_for
+from .scenarios import (
+    RATE_LIMITED,
+    CannedResponse,
+    Scenario,
+    is_logged_out,
+    scenario_for,
+)
 from .state import MediaKind, MediaTask, Project, SimulatorState, TaskOutcome
 from .streams import ChatIds, Step
 from .wire import BadBody, CopilotAsk, Message, TaskStatusQuery

@@ -7,8 +7,8 @@ the same trio process as the service under test, or several simulators side by s
 from __future__ import annotations
 
 import enum
-import json
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 

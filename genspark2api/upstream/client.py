@@ -17,11 +17,19 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import trio
 
+from ..settings import Settings
 from . import drift
 from .classify import Failure, FailureKind, classify_exception, classify_http
 from .events import UpstreamFailure
-from .settings import Settings
-from .sse import DataLine, LineDecoder, LineTooLong, OtherLine, UpstreamEvent, decode_event, decode_json
+from .sse import (
+    DataLine,
+    LineDecoder,
+    LineTooLong,
+    OtherLine,
+    UpstreamEvent,
+    decode_event,
+    decode_json,
+)
 
 log = logging.getLogger("genspark2api.upstream")
 
@@ -119,7 +127,7 @@ def upstream_transport(
     proxy = settings.proxy_url or None
     inner = given
     if inner is None and settings.upstream_transport == "browser":
-        from .browser_transport import BrowserTransport  # curl_cffi only when asked for
+        from .browser import BrowserTransport  # curl_cffi only when asked for
 
         inner, proxy = BrowserTransport(impersonate=settings.upstream_impersonate, proxy=proxy), None
     if settings.upstream_record_dir:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from contextvars import ContextVar
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from .redact import redact_json, redact_text
+from ..redact import redact_json, redact_text
 
 log = logging.getLogger("genspark2api.drift")
 

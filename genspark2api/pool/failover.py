@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .classify import EMPTY_ANSWER, Failure, FailureKind
-from .errors import ApiError, upstream_error
-from .events import AnswerEvent, UpstreamFailure, is_answer_bearing
-from .pool import CookiePool, CookieState, Lease, PoolUnavailable
+from ..errors import ApiError, upstream_error
+from ..upstream.classify import EMPTY_ANSWER, Failure, FailureKind
+from ..upstream.events import AnswerEvent, UpstreamFailure, is_answer_bearing
+from .cookies import CookiePool, CookieState, Lease, PoolUnavailable
 
 log = logging.getLogger("genspark2api.failover")
 

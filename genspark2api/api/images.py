@@ -31,15 +31,22 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-from .catalog import IMAGE_ALIASES, IMAGE_MODELS
-from .chat_request import MediaRef
-from .errors import ApiError, bad_request, whole_number
-from .generation import Generated, GenerationJob, MediaKind, Reference, download_all, generate
-from .media import is_raster_image, sniff_mime
-from .media_links import MediaUrls
-from .media_prep import load_media
-from .runtime import Runtime
-from .settings import Settings
+from ..core.generation import (
+    Generated,
+    GenerationJob,
+    MediaKind,
+    Reference,
+    download_all,
+    generate,
+)
+from ..core.media import is_raster_image, sniff_mime
+from ..core.media_links import MediaUrls
+from ..core.media_prep import load_media
+from ..errors import ApiError, bad_request, whole_number
+from ..runtime import Runtime
+from ..settings import Settings
+from ..upstream.catalog import IMAGE_ALIASES, IMAGE_MODELS
+from .chat_door import MediaRef
 
 ASPECT_RATIOS = ("auto", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9")
 STYLES = ("auto", "realistic_image", "cartoon", "watercolor", "anime", "oil_painting", "3d", "minimalist", "pop_art")

@@ -37,7 +37,7 @@ import httpx
 import msgspec
 import trio
 
-from .redact import redact_headers, redact_json, redact_text
+from ..redact import redact_headers, redact_json, redact_text
 
 log = logging.getLogger("genspark2api.recording")
 

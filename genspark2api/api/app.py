@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import hmac
 import logging
+
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, drift
+from .. import __version__
+from ..core.media_links import MEDIA_PATH
+from ..errors import ApiError
+from ..runtime import Runtime
+from ..upstream import drift
+from ..upstream.catalog import MODELS_CREATED, UnknownModel, owned_by
 from .bodies import LARGE_BODY_BYTES, parse_body
-from .catalog import MODELS_CREATED, UnknownModel, owned_by
-from .chat import ChatService
-from .chat_request import is_generation, model_not_found, parse_chat_request
+from .chat_door import is_generation, model_not_found, parse_chat_request
+from .chat_service import ChatService
 from .connection import ConnectionGuard
-from .errors import ApiError
 from .generation_routes import generation_chat_completion, register_generation_routes
-from .media_links import MEDIA_PATH
 from .openai_types import ModelCard, ModelList, encoder
 from .ratelimit import RateLimiter
-from .runtime import Runtime
 
 log = logging.getLogger("genspark2api.app")
 

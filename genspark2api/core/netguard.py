@@ -37,7 +37,7 @@ import trio
 from httpcore._backends.base import SOCKET_OPTION
 from httpcore._backends.trio import TrioBackend, TrioStream
 
-from .errors import whole_number
+from ..errors import whole_number
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]

@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from .errors import ApiError
+from ..errors import ApiError
 
 log = logging.getLogger("genspark2api.connection")
 

@@ -38,15 +38,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .errors import ApiError, bad_request, upstream_error
-from .events import UpstreamFailure
+from ..errors import ApiError, bad_request, upstream_error
+from ..pool.cookies import CookiePool, Lease
+from ..settings import Settings
+from ..upstream.client import GensparkClient
+from ..upstream.events import UpstreamFailure
 from .media import OCTET_STREAM, extension_for
-from .pool import CookiePool, Lease
-from .settings import Settings
-from .upstream import GensparkClient
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
 log = logging.getLogger("genspark2api.media_links")
 

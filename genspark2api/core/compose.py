@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .events import AnswerEvent, ModelsReported, ReasoningDelta, Source, SourcesFound, TextDelta
+from ..upstream.events import (
+    AnswerEvent,
+    ModelsReported,
+    ReasoningDelta,
+    Source,
+    SourcesFound,
+    TextDelta,
+)
 from .textfilters import StopFilter, TokenBudget
 from .toolcalls import CallPiece, TextPiece, ToolCall, ToolCallStreamParser
 from .usage import TokenCounter

@@ -39,16 +39,16 @@ from typing import Any
 import msgspec
 import trio
 
-from . import drift
-from .classify import TRUNCATED, Failure, FailureKind, classify_result
-from .errors import ApiError, upstream_error
-from .events import MediaReady, ProjectStarted, UpstreamFailure
-from .failover import Completed, Failed, RunItem, Won
+from ..errors import ApiError, upstream_error
+from ..pool.cookies import Lease
+from ..pool.failover import Completed, Failed, RunItem, Won
+from ..runtime import Runtime
+from ..upstream import drift
+from ..upstream.classify import TRUNCATED, Failure, FailureKind, classify_result
+from ..upstream.events import MediaReady, ProjectStarted, UpstreamFailure
+from ..upstream.sse import UpstreamEvent, decode_json
 from .media import extension_for
 from .media_prep import upload_file
-from .pool import Lease
-from .runtime import Runtime
-from .sse import UpstreamEvent, decode_json
 
 log = logging.getLogger("genspark2api.generation")
 
@@ -437,7 +437,9 @@ class GenerationRun:
 
 
 def _agent_attempt() -> Any:
-    from .media_agent import agent_attempt   # media_agent builds on this module's TaskBoard
+    from .media_agent import (
+        agent_attempt,  # media_agent builds on this module's TaskBoard
+    )
 
     return agent_attempt
 

@@ -13,8 +13,20 @@ from typing import Any
 
 import msgspec
 
-from .catalog import DEFAULT_CATALOG, Catalog, ModelKind, ModelRoute, UnknownModel
-from .errors import ApiError, bad_request, decode_json_body
+from ..core.toolprompt import (
+    FunctionChoice,
+    FunctionSpec,
+    render_assistant_tool_calls,
+    render_tool_result,
+)
+from ..errors import ApiError, bad_request, decode_json_body
+from ..upstream.catalog import (
+    DEFAULT_CATALOG,
+    Catalog,
+    ModelKind,
+    ModelRoute,
+    UnknownModel,
+)
 from .openai_types import (
     AudioPart,
     ChatRequest,
@@ -26,7 +38,6 @@ from .openai_types import (
     TextPart,
     chat_request_decoder,
 )
-from .toolprompt import FunctionChoice, FunctionSpec, render_assistant_tool_calls, render_tool_result
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_STOPS = 4

@@ -26,9 +26,18 @@ import msgspec
 import trio
 from msgspec import UNSET, Struct, UnsetType
 
-from .catalog import VIDEO_ALIASES, VIDEO_MODELS
-from .errors import ApiError, bad_request
-from .generation import Generated, GenerationJob, GenerationRun, MediaKind, Reference, generate
+from ..core.generation import (
+    Generated,
+    GenerationJob,
+    GenerationRun,
+    MediaKind,
+    Reference,
+    generate,
+)
+from ..core.media_links import FileBody, MediaUrls, open_file
+from ..errors import ApiError, bad_request
+from ..runtime import Runtime
+from ..upstream.catalog import VIDEO_ALIASES, VIDEO_MODELS
 from .images import (
     RESPONSE_FORMATS,
     ReferenceSource,
@@ -41,8 +50,6 @@ from .images import (
     reference_sources,
     text_field,
 )
-from .media_links import FileBody, MediaUrls, open_file
-from .runtime import Runtime
 
 log = logging.getLogger("genspark2api.videos")
 

@@ -17,10 +17,14 @@ from typing import Any
 
 import trio
 
-from .chat_request import MediaRef, media_error, media_refs
-from .errors import ApiError
-from .events import UpstreamFailure
-from .classify import Failure, FailureKind
+from ..api.chat_door import MediaRef, media_error, media_refs
+from ..api.openai_types import FilePart, ImagePart, Message, TextPart
+from ..errors import ApiError
+from ..pool.cookies import Lease
+from ..settings import Settings
+from ..upstream.classify import Failure, FailureKind
+from ..upstream.events import UpstreamFailure
+from ..upstream.protocols import UpstreamMessage
 from .media import (
     MediaError,
     decode_data_uri,
@@ -33,10 +37,6 @@ from .media import (
     sniff_mime,
 )
 from .netguard import FetchFailed, FetchRefused, fetch_user_url
-from .openai_types import FilePart, ImagePart, Message, TextPart
-from .pool import Lease
-from .protocols import UpstreamMessage
-from .settings import Settings
 
 # An image is billed like OpenAI's 1024x1024 high-detail image; documented as an estimate.
 IMAGE_TOKEN_ESTIMATE = 765

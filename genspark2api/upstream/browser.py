@@ -35,13 +35,16 @@ from typing import Any
 import httpx
 import trio
 
-from .settings import SettingsError
+from ..settings import SettingsError
 
 try:  # the optional extra: pip install 'genspark2api[browser]'
     from curl_cffi import Curl, CurlError, CurlInfo, CurlOpt
     from curl_cffi.const import CurlECode, CurlHttpVersion
     from curl_cffi.curl import CURL_WRITEFUNC_ERROR
-    from curl_cffi.requests.impersonate import REAL_TARGET_MAP, resolve_latest_browser_type
+    from curl_cffi.requests.impersonate import (
+        REAL_TARGET_MAP,
+        resolve_latest_browser_type,
+    )
     from curl_cffi.requests.utils import NATIVE_TARGET_NAMES
 except ImportError:  # pragma: no cover - exercised only where the extra is missing
     Curl = None  # type: ignore[assignment,misc]

@@ -62,7 +62,7 @@ _PIN = re.compile(
 _LOAD_LOCK = threading.Lock()
 
 # The app and the container keep the files in these places; see default_data_dir().
-REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "tiktoken-data"
+REPO_DATA_DIR = Path(__file__).resolve().parents[2] / "tiktoken-data"
 CONTAINER_DATA_DIR = Path("/app/tiktoken")
 
 

@@ -24,23 +24,46 @@ from typing import Any
 
 import trio
 
-from .bindings import Binding
-from .catalog import served_matches
-from .chat_request import ChatParams, history_text, upstream_turns
-from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
-from .classify import Failure, FailureKind
-from .compose import AnswerComposer, ComposeOptions
-from .errors import ApiError
-from .events import ModelServed, ModelsReported, ProjectStarted, ThreadPosition, UpstreamFailure, UsageReported
-from .failover import Completed, Failed, RunItem, Won
-from .media_prep import PreparedMedia, materialize_messages, prepare_media
-from .openai_types import AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, ToolCallOut, Usage, encoder
-from .pool import Lease
-from .protocols import NEW_THREAD, ChatJob, Thread, UpstreamMessage, chat_adapter, content_text
-from .signals import normalise
-from .runtime import Runtime
-from .toolprompt import render_assistant_tool_calls, render_tool_instruction
-from .usage import count_messages_async
+from ..core.compose import AnswerComposer, ComposeOptions
+from ..core.media_prep import PreparedMedia, materialize_messages, prepare_media
+from ..core.toolprompt import render_assistant_tool_calls, render_tool_instruction
+from ..core.usage import count_messages_async
+from ..errors import ApiError
+from ..pool.bindings import Binding
+from ..pool.cookies import Lease
+from ..pool.failover import Completed, Failed, RunItem, Won
+from ..runtime import Runtime
+from ..upstream.catalog import served_matches
+from ..upstream.classify import Failure, FailureKind
+from ..upstream.events import (
+    ModelServed,
+    ModelsReported,
+    ProjectStarted,
+    ThreadPosition,
+    UpstreamFailure,
+    UsageReported,
+)
+from ..upstream.protocols import (
+    NEW_THREAD,
+    ChatJob,
+    Thread,
+    UpstreamMessage,
+    chat_adapter,
+    content_text,
+)
+from ..upstream.signals import normalise
+from .chat_door import ChatParams, history_text, upstream_turns
+from .chat_wire import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
+from .openai_types import (
+    AssistantMessage,
+    ChatCompletion,
+    Choice,
+    CompletionTokensDetails,
+    FunctionCallOut,
+    ToolCallOut,
+    Usage,
+    encoder,
+)
 
 log = logging.getLogger("genspark2api.chat")
 

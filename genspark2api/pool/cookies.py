@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
-from .classify import BLAMELESS_KINDS, Failure, FailureKind
-from .redact import mask_cookie
+from ..redact import mask_cookie
+from ..upstream.classify import BLAMELESS_KINDS, Failure, FailureKind
 
 SESSION_ID = "session_id="
 KEY_LENGTH = 12

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import trio
 
-from .compose import Call, Content, Piece, Reasoning
-from .errors import ApiError
+from ..core.compose import Call, Content, Piece, Reasoning
+from ..errors import ApiError
 from .openai_types import (
     ChatCompletionChunk,
     ChunkChoice,

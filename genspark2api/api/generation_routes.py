@@ -32,17 +32,24 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
+from ..core.compose import Content
+from ..core.generation import Generated, GenerationJob, GenerationRun, MediaKind
+from ..core.media_links import MediaUrls, find_link, open_link, public_base
+from ..errors import ApiError, bad_request, decode_json_body, whole_number
+from ..runtime import Runtime
+from ..upstream.catalog import ModelKind
 from .bodies import parse_body
-from .catalog import ModelKind
-from .chat_request import ChatParams, message_text
-from .chunks import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
-from .compose import Content
-from .errors import ApiError, bad_request, decode_json_body, whole_number
-from .generation import Generated, GenerationJob, GenerationRun, MediaKind
+from .chat_door import ChatParams, message_text
+from .chat_wire import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
 from .images import ReferenceSource, images_answer, load_references, parse_image_request
-from .media_links import MediaUrls, find_link, open_link, public_base
-from .openai_types import AssistantMessage, ChatCompletion, Choice, ImagePart, Usage, encoder
-from .runtime import Runtime
+from .openai_types import (
+    AssistantMessage,
+    ChatCompletion,
+    Choice,
+    ImagePart,
+    Usage,
+    encoder,
+)
 from .videos import (
     VideoDeleted,
     VideoJobStore,

@@ -35,14 +35,14 @@ from typing import Any
 
 import trio
 
-from .classify import TRUNCATED, Failure, FailureKind
-from .events import MediaReady, ProjectStarted, TasksAccepted, UpstreamFailure
+from ..pool.cookies import Lease
+from ..runtime import Runtime
+from ..upstream.classify import TRUNCATED, Failure, FailureKind
+from ..upstream.events import MediaReady, ProjectStarted, TasksAccepted, UpstreamFailure
+from ..upstream.protocols import LIMIT_FIELD, limit_text
+from ..upstream.signals import classify_answer, session_limit
+from ..upstream.sse import UpstreamEvent
 from .generation import GenerationJob, MediaKind, ProgressCallback, TaskBoard
-from .pool import Lease
-from .protocols import LIMIT_FIELD, limit_text
-from .runtime import Runtime
-from .signals import classify_answer, session_limit
-from .sse import UpstreamEvent
 
 log = logging.getLogger("genspark2api.media_agent")
 

@@ -1,0 +1,1 @@
+"""The door-neutral middle: conversation, composer and filters, tool and JSON emulation, usage, media."""

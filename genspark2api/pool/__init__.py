@@ -1,0 +1,1 @@
+"""The cookie pool, the failover runner, thread bindings."""

@@ -1,0 +1,1 @@
+"""Genspark: the client and transports, protocol adapters, SSE decoding, classifier, catalogue."""
