@@ -1,4 +1,7 @@
-"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with a real status.
+"""Errors answered to the client: a status, a message, and OpenAI's type/param/code vocabulary.
+
+Each front door writes them in its own shape (OpenAI's `{"error": {...}}` in api/openai_types.py,
+Anthropic's `{"type": "error", ...}` in its door); the status and the words are decided here.
 
 Wording matters for gateways in front of us (openai-compat.md §2.5 item 21): one-api/new-api
 disable a whole channel on 401/403 for upstream problems and on words like "quota", "credit",
@@ -12,8 +15,6 @@ import re
 from typing import Any
 
 import msgspec
-
-from .api.openai_types import ErrorBody, ErrorDetail, encoder
 
 
 class ApiError(Exception):
@@ -36,12 +37,6 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
-
-    def body(self) -> ErrorBody:
-        return ErrorBody(ErrorDetail(self.message, self.type, self.param, self.code))
-
-    def to_json(self) -> bytes:
-        return encoder.encode(self.body())
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"

@@ -14,17 +14,18 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
+from ..core.chat import ChatService
 from ..core.media_links import MEDIA_PATH
 from ..errors import ApiError
 from ..runtime import Runtime
 from ..upstream import drift
 from ..upstream.catalog import MODELS_CREATED, UnknownModel, owned_by
 from .bodies import LARGE_BODY_BYTES, parse_body
+from .chat_completions import chat_completion_response
 from .chat_door import is_generation, model_not_found, parse_chat_request
-from .chat_service import ChatService
 from .connection import ConnectionGuard
 from .generation_routes import generation_chat_completion, register_generation_routes
-from .openai_types import ModelCard, ModelList, encoder
+from .openai_types import ModelCard, ModelList, encoder, error_json
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("genspark2api.app")
@@ -64,7 +65,7 @@ def json_response(payload: bytes, status: int = 200, headers: dict[str, str] | N
 
 
 def error_response(error: ApiError) -> Response:
-    return json_response(error.to_json(), error.status, error.headers)
+    return json_response(error_json(error), error.status, error.headers)
 
 
 def client_ip(trusted_hops: int) -> str:
@@ -74,8 +75,7 @@ def client_ip(trusted_hops: int) -> str:
         forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
         if forwarded:
             ip = forwarded[-min(trusted_hops, len(forwarded))]
-    if ip.startswith("::ffff:"):
-        ip = ip[7:]
+    ip = ip.removeprefix("::ffff:")
     return ip
 
 
@@ -231,14 +231,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         params = await parse_body(lambda body: parse_chat_request(body, runtime.catalog))
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
-        prepared = await chat.prepare(params)
-        if params.stream:
-            body, headers = await chat.open_stream(prepared)
-            response = Response(body, status=200, headers=headers)
-            response.timeout = None
-            return response
-        payload, headers = await chat.complete_whole(prepared)
-        return json_response(payload, 200, headers)
+        return await chat_completion_response(runtime, chat, params)
 
     register_generation_routes(api, runtime)
     app.register_blueprint(api)

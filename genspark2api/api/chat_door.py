@@ -1,8 +1,8 @@
-"""Validate a chat request and turn the OpenAI conversation into upstream messages.
+"""The chat completions door, request side: validate an OpenAI chat request into a Conversation.
 
 Every bad input is a 400 naming the offending `param` and never reaches upstream. What is
 accepted is liberal (openai-compat.md §2.6 item 23): `developer` maps to system, `tool` and legacy
-`function` results become text turns, assistant `reasoning_content` is ignored, unknown fields
+`function` results become tool turns, assistant `reasoning_content` is ignored, unknown fields
 pass.
 """
 
@@ -13,12 +13,17 @@ from typing import Any
 
 import msgspec
 
-from ..core.toolprompt import (
-    FunctionChoice,
-    FunctionSpec,
-    render_assistant_tool_calls,
-    render_tool_result,
+from ..core.conversation import (
+    Conversation,
+    MediaRef,
+    Part,
+    Text,
+    ToolSetup,
+    Turn,
+    text_turn,
 )
+from ..core.toolcalls import ToolCall
+from ..core.toolprompt import FunctionChoice, FunctionSpec
 from ..errors import ApiError, bad_request, decode_json_body
 from ..upstream.catalog import (
     DEFAULT_CATALOG,
@@ -44,43 +49,19 @@ MAX_STOPS = 4
 
 
 @dataclass(frozen=True, slots=True)
-class MediaRef:
-    """A user-supplied image or file still to be fetched/decoded (rich-chat issue)."""
-
-    message_index: int
-    part_index: int
-    kind: str              # "image_url" or "file"
-    url: str               # data: URI or http(s) URL
-    filename: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSetup:
-    functions: tuple[FunctionSpec, ...]
-    choice: Any            # "auto" | "none" | "required" | FunctionChoice
-    parallel: bool
-    legacy: bool = False   # `functions`/`function_call`: answer with `function_call`, one call
-
-    @property
-    def names(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.functions)
-
-    @property
-    def offered(self) -> bool:
-        return bool(self.functions) and self.choice != "none"
-
-
-@dataclass(frozen=True, slots=True)
 class ChatParams:
-    """A validated chat request."""
+    """A validated chat request: the conversation, and what only this door's wire needs."""
 
-    route: ModelRoute
-    messages: list[Message]
-    stream: bool
+    conversation: Conversation
     include_usage: bool
-    stops: tuple[str, ...]
-    max_tokens: int | None
-    tools: ToolSetup | None
+
+    @property
+    def route(self) -> ModelRoute:
+        return self.conversation.route
+
+    @property
+    def stream(self) -> bool:
+        return self.conversation.stream
 
 
 def parse_chat_request(body: bytes, catalog: Catalog = DEFAULT_CATALOG) -> ChatParams:
@@ -124,15 +105,15 @@ def validate(req: ChatRequest, catalog: Catalog = DEFAULT_CATALOG) -> ChatParams
         route = catalog.route(req.model)
     except UnknownModel as exc:
         raise model_not_found(exc) from None
-    return ChatParams(
+    conversation = Conversation(
         route=route,
-        messages=req.messages,
+        turns=tuple(_turn(i, m) for i, m in enumerate(req.messages)),
         stream=bool(req.stream),
-        include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
         stops=stops,
         max_tokens=max_tokens,
         tools=_tools(req),
     )
+    return ChatParams(conversation, bool(req.stream and req.stream_options and req.stream_options.include_usage))
 
 
 def _check_message(i: int, message: Message) -> None:
@@ -226,21 +207,42 @@ def message_text(message: Message) -> str:
     )
 
 
-def history_text(message: Message) -> tuple[str, str]:
-    """(role, text) of a message as the conversation binding sees it (bindings.conversation_key)."""
-    role = "system" if message.role == "developer" else message.role
-    if message.role == "assistant" and (message.tool_calls or message.function_call):
-        return role, render_assistant_tool_calls(message_text(message) or None, _calls(message))
-    return role, message_text(message)
+def _turn(i: int, message: Message) -> Turn:
+    role = message.role
+    if role in ("system", "developer"):
+        return text_turn("system", message_text(message))
+    if role == "assistant":
+        return Turn("assistant", text_turn("assistant", message_text(message)).parts, calls=_calls(message))
+    if role in ("tool", "function"):
+        return Turn("tool", text_turn("tool", message_text(message)).parts,
+                    call_id=message.tool_call_id or "", name=message.name)
+    content = message.content
+    if not isinstance(content, list):
+        return text_turn("user", content or "")
+    parts: list[Part] = []
+    for j, part in enumerate(content):
+        param = f"messages[{i}].content[{j}]"
+        if isinstance(part, TextPart):
+            parts.append(Text(part.text))
+        elif isinstance(part, RefusalPart):
+            parts.append(Text(part.refusal))
+        elif isinstance(part, ImagePart):
+            url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+            parts.append(MediaRef("image", url, param))
+        elif isinstance(part, FilePart):
+            data = part.file.file_data or part.file.file_url or ""
+            if data and not data.startswith(("data:", "http://", "https://")):
+                data = "data:application/octet-stream;base64," + data  # bare base64, as OpenAI allows
+            parts.append(MediaRef("file", data, param, part.file.filename))
+    return Turn("user", tuple(parts))
 
 
-def _calls(message: Message) -> list[tuple[str, str, str]]:
-    calls = []
-    for call in message.tool_calls or ():
-        calls.append((call.id, call.function.name, _arguments(call.function.arguments)))
+def _calls(message: Message) -> tuple[ToolCall, ...]:
+    calls = [ToolCall(call.id, call.function.name, _arguments(call.function.arguments))
+             for call in message.tool_calls or ()]
     if message.function_call is not None:
-        calls.append(("", message.function_call.name, _arguments(message.function_call.arguments)))
-    return calls
+        calls.append(ToolCall("", message.function_call.name, _arguments(message.function_call.arguments)))
+    return tuple(calls)
 
 
 def _arguments(arguments: str | dict[str, Any] | None) -> str:
@@ -251,67 +253,5 @@ def _arguments(arguments: str | dict[str, Any] | None) -> str:
     return msgspec.json.encode(arguments).decode()
 
 
-def media_refs(messages: list[Message]) -> list[MediaRef]:
-    refs = []
-    for i, message in enumerate(messages):
-        if not isinstance(message.content, list):
-            continue
-        for j, part in enumerate(message.content):
-            if isinstance(part, ImagePart):
-                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
-                refs.append(MediaRef(i, j, "image_url", url))
-            elif isinstance(part, FilePart):
-                data = part.file.file_data or part.file.file_url or ""
-                if data and not data.startswith(("data:", "http://", "https://")):
-                    data = "data:application/octet-stream;base64," + data  # bare base64, as OpenAI allows
-                refs.append(MediaRef(i, j, "file", data, part.file.filename))
-    return refs
-
-
-def upstream_turns(
-    messages: list[Message],
-    *,
-    pre_messages: tuple[tuple[str, str], ...],
-    tool_instruction: str | None,
-) -> list[tuple[int | None, str, str]]:
-    """(client message index or None, upstream role, text) for every turn sent upstream.
-
-    `PRE_MESSAGES_JSON` and the tool instruction go right after the last system message
-    (genspark-protocol.md §5.7); tool results become user turns and assistant tool calls are
-    written in the tool envelope (genspark-protocol.md §6), so the full history stays coherent.
-    """
-    turns: list[tuple[int | None, str, str]] = []
-    names: dict[str, str] = {}
-    for i, message in enumerate(messages):
-        role = message.role
-        if role in ("system", "developer"):
-            turns.append((i, "system", message_text(message)))
-        elif role == "user":
-            turns.append((i, "user", message_text(message)))
-        elif role == "assistant":
-            for call_id, name, _ in _calls(message):
-                names[call_id] = name
-            turns.append((i, "assistant", history_text(message)[1]))
-        else:  # tool / function results
-            call_id = message.tool_call_id or ""
-            name = message.name or names.get(call_id)
-            turns.append((i, "user", render_tool_result(call_id, name, message_text(message))))
-    insert_at = max((k + 1 for k, t in enumerate(turns) if t[1] == "system"), default=0)
-    extra: list[tuple[int | None, str, str]] = [
-        (None, "system" if role in ("system", "developer") else role, text) for role, text in pre_messages
-    ]
-    if tool_instruction:
-        extra.append((None, "system", tool_instruction))
-    return turns[:insert_at] + extra + turns[insert_at:]
-
-
 def is_generation(route: ModelRoute) -> bool:
     return route.kind in (ModelKind.IMAGE, ModelKind.VIDEO)
-
-
-def media_error(ref: MediaRef, reason: str) -> ApiError:
-    return bad_request(
-        f"messages[{ref.message_index}].content[{ref.part_index}]: {reason}",
-        param=f"messages[{ref.message_index}].content[{ref.part_index}]",
-        code="invalid_media",
-    )

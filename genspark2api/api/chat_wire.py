@@ -8,10 +8,7 @@ or `id:` fields ever (the openai SDK mishandles both).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TypeVar
-
-import trio
+from collections.abc import Iterable
 
 from ..core.compose import Call, Content, Piece, Reasoning
 from ..errors import ApiError
@@ -23,9 +20,8 @@ from .openai_types import (
     ToolCallDelta,
     Usage,
     encoder,
+    error_json,
 )
-
-T = TypeVar("T")
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -36,7 +32,7 @@ def frame(payload: bytes) -> bytes:
 
 
 class ChunkEncoder:
-    __slots__ = ("id", "created", "model", "legacy_functions")
+    __slots__ = ("created", "id", "legacy_functions", "model")
 
     def __init__(self, completion_id: str, created: int, model: str, *, legacy_functions: bool = False) -> None:
         self.id = completion_id
@@ -79,70 +75,4 @@ class ChunkEncoder:
 
 def error_frame(error: ApiError) -> bytes:
     """An error after the first byte: one `data: {"error": ...}` event; `[DONE]` follows."""
-    return frame(error.to_json())
-
-
-class SSEBody:
-    """An SSE response body: an async iterator Quart drives, plus `aclose()` it calls in every case.
-
-    Quart calls `aclose()` even when the client left before the first chunk, which is why bodies
-    are classes and not bare async generators (whose `finally` would never run then). Subclasses
-    give `_frames()` and `_cancel()` (stop the upstream work behind the body), and may batch
-    their frames with `_gather`.
-    """
-
-    _gen: AsyncIterator[bytes] | None = None
-    # STREAM_COALESCE_SECONDS: each send through hypercorn, h11 and trio costs about as much as
-    # encoding several frames, so after the first content frame what arrives within this window
-    # goes out in one send. The first content frame itself never waits: time to first content
-    # is what a client notices.
-    coalesce_window: float = 0.0
-    _content_sent: bool = False
-
-    def __aiter__(self) -> SSEBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._gen is None:
-            self._gen = self._frames()
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        self._cancel()
-        if self._gen is not None:
-            await self._gen.aclose()
-
-    async def _gather(
-        self,
-        out: bytes,
-        receive_nowait: Callable[[], T],
-        render: Callable[[T], tuple[bytes, bool]],
-    ) -> tuple[bytes, bool]:
-        """`out` (frames not yet sent) plus the frames of the items that follow it into the same
-        send: those already queued, and after the first content frame those that arrive within
-        `coalesce_window`. Returns (frames, whether the stream is over).
-
-        `receive_nowait` takes the next queued item (trio.WouldBlock when there is none);
-        `render` turns one item into (frames, over). The window is a plain sleep, so the last
-        frames of an answer may wait up to one window too.
-        """
-        if self._content_sent and self.coalesce_window > 0:
-            # Sleep through the window rather than wake for every item: the producer runs on
-            # undisturbed, and what it queued meanwhile is taken in one go.
-            await trio.sleep(self.coalesce_window)
-        done = False
-        while not done:
-            try:
-                item = receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break  # the caller's next receive sees the end again
-            more, done = render(item)
-            out += more
-        self._content_sent = self._content_sent or bool(out)
-        return out, done
-
-    def _cancel(self) -> None:
-        raise NotImplementedError
-
-    def _frames(self) -> AsyncIterator[bytes]:
-        raise NotImplementedError
+    return frame(error_json(error))

@@ -34,6 +34,7 @@ from typing import Any
 import trio
 
 from ..errors import ApiError
+from .openai_types import error_json
 
 log = logging.getLogger("genspark2api.connection")
 
@@ -171,7 +172,7 @@ class ConnectionGuard:
 
 async def refuse_websocket(send: Send) -> None:
     """A plain HTTP 400 instead of the handshake (ASGI `websocket.http.response`, which hypercorn offers)."""
-    body = WEBSOCKET_REFUSAL.to_json()
+    body = error_json(WEBSOCKET_REFUSAL)
     with trio.CancelScope(shield=True), trio.move_on_after(FINAL_SEND_LIMIT):
         await send({"type": "websocket.http.response.start", "status": WEBSOCKET_REFUSAL.status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -39,17 +39,17 @@ from ..errors import ApiError, bad_request, decode_json_body, whole_number
 from ..runtime import Runtime
 from ..upstream.catalog import ModelKind
 from .bodies import parse_body
-from .chat_door import ChatParams, message_text
-from .chat_wire import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
+from .chat_door import ChatParams
+from .chat_wire import DONE, KEEPALIVE, ChunkEncoder, error_frame
 from .images import ReferenceSource, images_answer, load_references, parse_image_request
 from .openai_types import (
     AssistantMessage,
     ChatCompletion,
     Choice,
-    ImagePart,
     Usage,
     encoder,
 )
+from .sse_body import SSE_HEADERS, SSEBody
 from .videos import (
     VideoDeleted,
     VideoJobStore,
@@ -61,7 +61,6 @@ from .videos import (
     video_generations_answer,
 )
 
-SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _NESTED_FIELD = re.compile(r"(\w+)\[(\w+)\]")   # multipart spelling of {"input_reference": {"image_url": …}}
 
 
@@ -213,20 +212,16 @@ def render_markdown(kind: MediaKind, result: Generated, urls: tuple[str, ...]) -
 async def generation_chat_completion(rt: Runtime, params: ChatParams) -> Response:
     """`/v1/chat/completions` for an image or video model (chat_request.is_generation)."""
     kind = MediaKind.IMAGE if params.route.kind is ModelKind.IMAGE else MediaKind.VIDEO
-    index = next((i for i in range(len(params.messages) - 1, -1, -1) if params.messages[i].role == "user"), None)
+    turns = params.conversation.turns
+    index = next((i for i in range(len(turns) - 1, -1, -1) if turns[i].role == "user"), None)
     if index is None:
         raise bad_request(f"An {kind.value} model needs a user message with the prompt.", param="messages", code="invalid_value")
-    message = params.messages[index]
-    prompt = message_text(message).strip()
+    turn = turns[index]
+    prompt = turn.text.strip()
     if not prompt:
         raise bad_request(f"The last user message must hold the {kind.value} prompt as text.",
                           param=f"messages[{index}].content", code="invalid_value")
-    sources = []
-    if isinstance(message.content, list):
-        for j, part in enumerate(message.content):
-            if isinstance(part, ImagePart):
-                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
-                sources.append(ReferenceSource(f"messages[{index}].content[{j}]", url=url))
+    sources = [ReferenceSource(ref.param, url=ref.url) for ref in turn.media if ref.kind == "image"]
     references = await load_references(sources, rt.settings)
     run = GenerationRun(rt, GenerationJob(kind, params.route.upstream[0], prompt, {}, references))
     answer = ChatAnswer(rt, params, kind, prompt, run, request_media_urls(rt))

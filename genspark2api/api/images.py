@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+from ..core.conversation import MediaRef
 from ..core.generation import (
     Generated,
     GenerationJob,
@@ -46,7 +47,6 @@ from ..errors import ApiError, bad_request, whole_number
 from ..runtime import Runtime
 from ..settings import Settings
 from ..upstream.catalog import IMAGE_ALIASES, IMAGE_MODELS
-from .chat_door import MediaRef
 
 ASPECT_RATIOS = ("auto", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9")
 STYLES = ("auto", "realistic_image", "cartoon", "watercolor", "anime", "oil_painting", "3d", "minimalist", "pop_art")
@@ -232,7 +232,7 @@ async def load_references(sources: Sequence[ReferenceSource], settings: Settings
             if not url.startswith(("data:", "http://", "https://")):
                 url = "data:;base64," + url  # bare base64, as OpenAI-style clients send it
             try:
-                declared, data, filename = await load_media(MediaRef(0, 0, "image_url", url), settings)
+                declared, data, filename = await load_media(MediaRef("image", url, source.param), settings)
             except ApiError as exc:
                 # load_media names a chat message part; name the request's own field instead.
                 reason = exc.message.partition(": ")[2] or exc.message

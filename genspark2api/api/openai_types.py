@@ -13,6 +13,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+from ..errors import ApiError
+
 # ---------------------------------------------------------------- request: chat completions
 
 
@@ -223,3 +225,8 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 encoder = msgspec.json.Encoder()
 chat_request_decoder = msgspec.json.Decoder(ChatRequest)
+
+
+def error_json(error: ApiError) -> bytes:
+    """OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`."""
+    return encoder.encode(ErrorBody(ErrorDetail(error.message, error.type, error.param, error.code)))

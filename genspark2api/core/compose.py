@@ -140,6 +140,11 @@ class AnswerComposer:
         return content + separate + calls, reasoning
 
     @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the answer, if one did."""
+        return self._stop.matched
+
+    @property
     def cut(self) -> bool:
         """Whether `stop` or `max_tokens` ended the answer before upstream did."""
         return self._cut

@@ -312,7 +312,7 @@ def _as_text(data: bytes) -> str | None:
     return text
 
 
-_HTML_START = re.compile(r"<(!doctype\s+html|html|head|body|meta|title|div|p|table|!--)[\s>/]", re.I)
+_HTML_START = re.compile(r"<(!doctype\s+html|html|head|body|meta|title|div|p|table|!--)[\s>/]", re.IGNORECASE)
 
 
 def _sniff_text(text: str, hint_types: list[str]) -> str:

@@ -17,14 +17,13 @@ from typing import Any
 
 import trio
 
-from ..api.chat_door import MediaRef, media_error, media_refs
-from ..api.openai_types import FilePart, ImagePart, Message, TextPart
 from ..errors import ApiError
 from ..pool.cookies import Lease
 from ..settings import Settings
 from ..upstream.classify import Failure, FailureKind
 from ..upstream.events import UpstreamFailure
 from ..upstream.protocols import UpstreamMessage
+from .conversation import MediaRef, Text, Turn, media_error
 from .media import (
     MediaError,
     decode_data_uri,
@@ -56,10 +55,10 @@ class Attachment:
 
 @dataclass(slots=True)
 class PreparedMedia:
-    # client message index -> its parts in order: text dicts and attachments
+    # conversation turn index -> its parts in order: text dicts and attachments
     parts: dict[int, list[dict[str, Any] | Attachment]] = field(default_factory=dict)
     token_estimate: int = 0
-    turn_of_message: dict[int, int] = field(default_factory=dict)
+    upstream_index: dict[int, int] = field(default_factory=dict)   # turn index -> upstream message index
 
     @property
     def attachments(self) -> list[Attachment]:
@@ -92,47 +91,47 @@ async def load_media(ref: MediaRef, settings: Settings, *, proxy: str | None = N
     raise media_error(ref, "expected a data: URI or an http(s) URL")
 
 
-async def prepare_media(messages: list[Message], settings: Settings) -> PreparedMedia:
-    refs = media_refs(messages)
+async def prepare_media(turns: tuple[Turn, ...], settings: Settings) -> PreparedMedia:
+    """Every image and file of the conversation, fetched or decoded and checked, in parallel."""
+    refs = [(i, j, part) for i, turn in enumerate(turns) for j, part in enumerate(turn.parts)
+            if isinstance(part, MediaRef)]
     prepared = PreparedMedia()
     if not refs:
         return prepared
     loaded: dict[tuple[int, int], Attachment] = {}
 
-    async def load(ref: MediaRef) -> None:
+    async def load(i: int, j: int, ref: MediaRef) -> None:
         declared, data, filename = await load_media(ref, settings)
         if not data:
             raise media_error(ref, "the image or file is empty")
         mime = sniff_mime(data, declared or None, filename)
         if is_audio(mime):
             raise media_error(ref, f"audio ({mime}) is not supported by Genspark chat")
-        if ref.kind == "image_url" and not is_raster_image(mime):
+        if ref.kind == "image" and not is_raster_image(mime):
             # An image part must be an image: HTML, scripts and SVG never go upstream as one.
-            raise media_error(ref, f"an image_url must hold an image (PNG, JPEG, GIF, WebP, ...), not {essence(mime)}; "
-                                   "send documents as a 'file' part")
-        loaded[(ref.message_index, ref.part_index)] = Attachment(ref, mime, data, safe_filename(filename, mime))
+            raise media_error(ref, f"an image must be an image (PNG, JPEG, GIF, WebP, ...), not {essence(mime)}; "
+                                   "send documents as a file")
+        loaded[(i, j)] = Attachment(ref, mime, data, safe_filename(filename, mime))
 
     errors: list[ApiError] = []
 
-    async def guarded(ref: MediaRef) -> None:
+    async def guarded(i: int, j: int, ref: MediaRef) -> None:
         try:
-            await load(ref)
+            await load(i, j, ref)
         except ApiError as exc:
             errors.append(exc)
 
     async with trio.open_nursery() as nursery:
-        for ref in refs:
-            nursery.start_soon(guarded, ref)
+        for i, j, ref in refs:
+            nursery.start_soon(guarded, i, j, ref)
     if errors:
         raise min(errors, key=lambda e: e.param or "")
-    for i, message in enumerate(messages):
-        if not isinstance(message.content, list):
-            continue
+    for i in sorted({i for i, _, _ in refs}):
         parts: list[dict[str, Any] | Attachment] = []
-        for j, part in enumerate(message.content):
-            if isinstance(part, TextPart):
+        for j, part in enumerate(turns[i].parts):
+            if isinstance(part, Text):
                 parts.append({"type": "text", "text": part.text})
-            elif isinstance(part, ImagePart | FilePart):
+            else:
                 attachment = loaded[(i, j)]
                 parts.append(attachment)
                 prepared.token_estimate += IMAGE_TOKEN_ESTIMATE if attachment.is_image else len(attachment.data) // 4
@@ -147,8 +146,8 @@ async def materialize_messages(
     if not media.parts:
         return messages
     out = list(messages)
-    for message_index, parts in media.parts.items():
-        turn = media.turn_of_message.get(message_index)
+    for turn_index, parts in media.parts.items():
+        turn = media.upstream_index.get(turn_index)
         if turn is None:
             continue
         content: list[dict[str, Any]] = []

@@ -29,6 +29,7 @@ class StopFilter:
         self._stops = tuple(dict.fromkeys(stop for stop in stops or () if stop))
         self._withheld = ""
         self._stopped = False
+        self.matched: str | None = None   # the stop string that ended the text
 
     @property
     def stopped(self) -> bool:
@@ -64,6 +65,8 @@ class StopFilter:
     def _stop_at(self, pending: str, at: int) -> str:
         self._stopped = True
         self._withheld = ""
+        # Of the stop strings starting here, the shortest is the one found first as text arrived.
+        self.matched = min((s for s in self._stops if pending.startswith(s, at)), key=len)
         return pending[:at]
 
     def _first_stop(self, text: str) -> int | None:

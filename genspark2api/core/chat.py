@@ -1,4 +1,4 @@
-"""`POST /v1/chat/completions`: from a validated request to a streamed or whole answer.
+"""One conversation, from whichever front door, to a streamed or whole answer (door-neutral).
 
 Where things happen:
 - `ChatService.prepare` builds the upstream conversation once (media fetched and checked once).
@@ -8,8 +8,8 @@ Where things happen:
 - `FailoverRunner` (failover.py) runs attempts in the app nursery and feeds a channel.
 - The handler holds the response until the first answer-bearing event (bounded by
   `FIRST_BYTE_HOLD_SECONDS`), so an early failure is still a JSON error with a real status.
-- `StreamBody` turns channel items into chunk frames, with keep-alives in silent gaps; closing it
-  (the client went away) cancels the producer and with it the upstream connection.
+- `AnswerStream` turns channel items into composer pieces and one end; a front door encodes them.
+  Closing it (the client went away) cancels the producer and with it the upstream connection.
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from ..core.compose import AnswerComposer, ComposeOptions
-from ..core.media_prep import PreparedMedia, materialize_messages, prepare_media
-from ..core.toolprompt import render_assistant_tool_calls, render_tool_instruction
-from ..core.usage import count_messages_async
 from ..errors import ApiError
 from ..pool.bindings import Binding
 from ..pool.cookies import Lease
@@ -52,27 +47,15 @@ from ..upstream.protocols import (
     content_text,
 )
 from ..upstream.signals import normalise
-from .chat_door import ChatParams, history_text, upstream_turns
-from .chat_wire import DONE, KEEPALIVE, ChunkEncoder, SSEBody, error_frame
-from .openai_types import (
-    AssistantMessage,
-    ChatCompletion,
-    Choice,
-    CompletionTokensDetails,
-    FunctionCallOut,
-    ToolCallOut,
-    Usage,
-    encoder,
-)
+from .answer import Answer, AnswerInfo, Broken, Finished, Step, Usage
+from .compose import AnswerComposer, ComposeOptions
+from .conversation import Conversation
+from .media_prep import PreparedMedia, materialize_messages, prepare_media
+from .toolprompt import render_assistant_tool_calls, render_tool_instruction
+from .transcript import before_latest_turn, history_entry, upstream_turns
+from .usage import count_messages_async
 
 log = logging.getLogger("genspark2api.chat")
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
-
 
 # Failures of a continued thread that say "not this project" rather than "not this cookie" (§12.3).
 THREAD_FAILURES = frozenset({"upstream_internal_error", "upstream_not_logged_in", "upstream_empty_answer"})
@@ -83,16 +66,16 @@ SUBSTITUTION_REST_SECONDS = 600.0
 
 @dataclass(slots=True)
 class PreparedChat:
-    params: ChatParams
+    conversation: Conversation
     job: ChatJob                             # the whole transcript: a new thread's first turn
     followup: ChatJob | None                 # only the turns the bound project has not seen (§12.3)
     media: PreparedMedia
-    history: list[tuple[str, str]]           # (role, text) of the client's messages, for bindings
+    history: list[tuple[str, str]]           # (role, text) of the conversation's turns, for bindings
     binding_key: str                         # the model part of the conversation key (bindings.py)
     binding: Binding | None
     pinned_project: str | None
     prompt_tokens: int
-    completion_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     project_id: str | None = None
     event_index: int | None = None           # ThreadPosition of the winning attempt
@@ -111,24 +94,26 @@ class ChatService:
 
     # ------------------------------------------------------------------ preparation
 
-    async def prepare(self, params: ChatParams) -> PreparedChat:
+    async def prepare(self, conversation: Conversation) -> PreparedChat:
         settings = self.settings
-        tools = params.tools
+        tools = conversation.tools
         instruction = None
         if tools is not None and tools.offered:
             instruction = render_tool_instruction(list(tools.functions), tools.choice, parallel=tools.parallel)
-        turns = upstream_turns(params.messages, pre_messages=settings.pre_messages, tool_instruction=instruction)
-        media = await prepare_media(params.messages, settings)
+        turns = upstream_turns(conversation.turns, pre_messages=settings.pre_messages,
+                               instructions=(instruction,) if instruction else ())
+        media = await prepare_media(conversation.turns, settings)
         messages = [UpstreamMessage(role, text) for _, role, text in turns]
-        job = ChatJob(params.route, messages)
+        route = conversation.route
+        job = ChatJob(route, messages)
         job_turns = [(m.role, m.content if isinstance(m.content, str) else "", None) for m in messages]
         prompt_tokens = await count_messages_async(self.rt.counter, job_turns) + media.token_estimate
-        history = [history_text(m) for m in params.messages]
+        history = [history_entry(t) for t in conversation.turns]
         # The tool set is part of what a project was told on its first turn: another set, another thread.
-        binding_key = params.route.requested + ("\x00" + instruction if instruction else "")
+        binding_key = route.requested + ("\x00" + instruction if instruction else "")
         pins = dict(settings.model_chat_map)
-        pinned = pins.get(params.route.requested) or pins.get(",".join(params.route.upstream))
-        earlier = _before_latest_turn(history)
+        pinned = pins.get(route.requested) or pins.get(",".join(route.upstream))
+        earlier = before_latest_turn(history)
         binding = None
         if settings.auto_model_chat_map and pinned is None:
             # Claimed, not just looked up: two follow-ups of the same state (a double submit, two
@@ -137,17 +122,17 @@ class ChatService:
         followup = None
         if binding is not None or pinned is not None:
             new = [UpstreamMessage(role, text) for i, role, text in turns if i is not None and i >= len(earlier)]
-            followup = ChatJob(params.route, new) if new else None
-        prepared = PreparedChat(params, job, followup, media, history, binding_key, binding, pinned, prompt_tokens)
-        # Turn index -> client message index, so media can be placed in the right message.
-        prepared.media.turn_of_message = {i: k for k, (i, _, _) in enumerate(turns) if i is not None}
+            followup = ChatJob(route, new) if new else None
+        prepared = PreparedChat(conversation, job, followup, media, history, binding_key, binding, pinned, prompt_tokens)
+        # Conversation turn index -> upstream message index, so media goes into the right message.
+        prepared.media.upstream_index = {i: k for k, (i, _, _) in enumerate(turns) if i is not None}
         return prepared
 
     def _followup_media(self, chat: PreparedChat) -> PreparedMedia:
         """The media of the follow-up's turns, indexed by their place in `chat.followup`."""
-        first = len(_before_latest_turn(chat.history))
+        first = len(before_latest_turn(chat.history))
         media = PreparedMedia(parts={i: p for i, p in chat.media.parts.items() if i >= first})
-        media.turn_of_message = {i: i - first for i in media.parts}
+        media.upstream_index = {i: i - first for i in media.parts}
         return media
 
     # ------------------------------------------------------------------ one attempt
@@ -254,7 +239,7 @@ class ChatService:
         # A stream waits for a free cookie only while its headers are still held back, so that a
         # busy pool is a plain 429 and never an error event inside a 200 stream.
         pool_wait = self.settings.pool_wait
-        if chat.params.stream:
+        if chat.conversation.stream:
             pool_wait = min(pool_wait, max(0.0, self.settings.first_byte_hold - 0.5))
 
         async def produce() -> None:
@@ -269,7 +254,7 @@ class ChatService:
                 # Non-stream: the client sees nothing before the end, so a broken answer may still fail over.
                 await self.rt.runner.run(
                     lambda lease, emit: self.attempt_deleting_orphans(chat, lease, emit), send, prefer=prefer,
-                    hold_until_done=not chat.params.stream, first_event_timeout=self.settings.first_event_timeout,
+                    hold_until_done=not chat.conversation.stream, first_event_timeout=self.settings.first_event_timeout,
                     pool_wait=pool_wait,
                 )
 
@@ -279,13 +264,16 @@ class ChatService:
         return recv, scope
 
     def options(self, chat: PreparedChat) -> ComposeOptions:
-        params = chat.params
-        tools = params.tools
+        conversation = chat.conversation
+        tools = conversation.tools
+        reasoning_format, hide = self.settings.reasoning_format, self.settings.reasoning_hide
+        if conversation.reasoning != "settings":
+            reasoning_format, hide = "reasoning_content", conversation.reasoning == "hidden"
         return ComposeOptions(
-            reasoning_format=self.settings.reasoning_format,
-            reasoning_hide=self.settings.reasoning_hide,
-            stops=params.stops,
-            max_tokens=params.max_tokens,
+            reasoning_format=reasoning_format,
+            reasoning_hide=hide,
+            stops=conversation.stops,
+            max_tokens=conversation.max_tokens,
             tool_names=tools.names if tools is not None and tools.offered else None,
             single_call=tools is not None and not tools.parallel,
             legacy_functions=tools is not None and tools.legacy,
@@ -295,14 +283,14 @@ class ChatService:
     def _check_served(self, chat: PreparedChat, lease: Lease, served: str) -> None:
         """§12.8.3: an unknown or unavailable id is silently served by another model; only
         `_llm_model` says so. Counted per cookie; MODEL_SUBSTITUTION decides what else happens."""
-        requested = chat.params.route.upstream[0]   # MoA: `_llm_model` names the lead (§12.4.5)
+        requested = chat.conversation.route.upstream[0]   # MoA: `_llm_model` names the lead (§12.4.5)
         substituted = not served_matches(requested, served)
         streak = self.rt.pool.note_served(lease.key, requested, served, substituted=substituted)
         if not substituted:
             return
         log.warning("model substitution: asked %s, Genspark served %s (cookie %s)", requested, served, lease.masked)
         policy = self.settings.model_substitution
-        if policy == "failover" and not chat.params.stream:
+        if policy == "failover" and not chat.conversation.stream:
             raise UpstreamFailure(Failure(
                 FailureKind.NETWORK, "upstream_model_substituted",
                 f"Genspark served {served} instead of {requested} on this cookie (genspark-protocol.md §12.8.3); "
@@ -326,11 +314,11 @@ class ChatService:
             chat.reported_usage = item
         elif isinstance(item, ModelsReported):
             chat.models = item.models
-            wanted = set(chat.params.route.upstream)
+            wanted = set(chat.conversation.route.upstream)
             if wanted and not wanted.issuperset(item.models):
                 log.warning(
                     "model downgrade? asked %s, upstream answered with %s (cookie %s)",
-                    ",".join(chat.params.route.upstream), ",".join(item.models),
+                    ",".join(chat.conversation.route.upstream), ",".join(item.models),
                     chat.lease.masked if chat.lease else "?",
                 )
 
@@ -367,19 +355,29 @@ class ChatService:
             # §12.4.2 `_llm_usage`: Genspark's own counts beat our estimate, unless stop or
             # max_tokens cut the answer short of what it counted.
             prompt, completion = reported.prompt_tokens, reported.completion_tokens
-        return Usage(prompt, completion, prompt + completion, CompletionTokensDetails(reasoning))
+        return Usage(prompt, completion, reasoning)
 
-    def headers(self, chat: PreparedChat) -> dict[str, str]:
-        headers = {"X-Request-Id": chat.completion_id}
+    def info(self, chat: PreparedChat) -> AnswerInfo:
+        headers = {"X-Request-Id": chat.request_id}
         if chat.served:
             headers["X-Genspark-Model"] = chat.served
         elif chat.models:
             headers["X-Genspark-Model"] = ",".join(chat.models)
-        return headers
+        return AnswerInfo(chat.request_id, chat.created, chat.conversation.route.requested, headers)
+
+    def ending(self, chat: PreparedChat, composer: AnswerComposer) -> Finished:
+        """The end of a successful answer; binds the conversation to its project on the way."""
+        self.finished(chat, composer)
+        return Finished(composer.finish_reason, self.usage(chat, composer), composer.stop_sequence,
+                        tuple(composer.sources.values()))
 
     # ------------------------------------------------------------------ answers
 
-    async def complete_whole(self, chat: PreparedChat) -> tuple[bytes, dict[str, str]]:
+    async def complete(self, conversation: Conversation) -> Answer:
+        """The whole answer; an upstream failure raises ApiError."""
+        return await self.complete_prepared(await self.prepare(conversation))
+
+    async def complete_prepared(self, chat: PreparedChat) -> Answer:
         recv, scope = self.start(chat)
         composer = AnswerComposer(self.options(chat), self.rt.counter)
         try:
@@ -397,22 +395,14 @@ class ChatService:
             scope.cancel()
             recv.close()
         composer.finish()
-        self.finished(chat, composer)
-        message = AssistantMessage("assistant", composer.content_text or (None if composer.calls else ""))
-        if composer.reasoning and self.settings.reasoning_format != "think":
-            message.reasoning_content = composer.reasoning_text
-        if composer.calls and self.options(chat).legacy_functions:
-            message.function_call = FunctionCallOut(composer.calls[0].name, composer.calls[0].arguments)
-        elif composer.calls:
-            message.tool_calls = [ToolCallOut(c.id, FunctionCallOut(c.name, c.arguments)) for c in composer.calls]
-        body = ChatCompletion(
-            chat.completion_id, chat.created, chat.params.route.requested,
-            [Choice(0, message, composer.finish_reason)], self.usage(chat, composer),
-        )
-        return encoder.encode(body), self.headers(chat)
+        end = self.ending(chat, composer)
+        return Answer(self.info(chat), composer.content_text, composer.reasoning_text, tuple(composer.calls), end)
 
-    async def open_stream(self, chat: PreparedChat) -> tuple[StreamBody, dict[str, str]]:
+    async def stream(self, conversation: Conversation) -> AnswerStream:
         """Hold until the first answer-bearing item (bounded); an early failure raises ApiError."""
+        return await self.stream_prepared(await self.prepare(conversation))
+
+    async def stream_prepared(self, chat: PreparedChat) -> AnswerStream:
         recv, scope = self.start(chat)
         held: list[RunItem] = []
         try:
@@ -429,82 +419,74 @@ class ChatService:
             scope.cancel()
             recv.close()
             raise
-        body = StreamBody(self, chat, held, recv, scope)
-        return body, {**SSE_HEADERS, **self.headers(chat)}
+        return AnswerStream(self, chat, held, recv, scope)
 
 
-class StreamBody(SSEBody):
-    """The chat SSE body: channel items from the failover runner → chunk frames."""
+class AnswerStream:
+    """The answer as it arrives: `Step`s of composer pieces, the last one with the end.
+
+    `next` waits for the next item (None when `keepalive` seconds pass in silence: the door sends
+    its keep-alive); `next_nowait` takes one already queued (trio.WouldBlock when none is), so a
+    door can put several into one send. `close` stops the upstream work; call it in every case.
+    """
 
     def __init__(self, service: ChatService, chat: PreparedChat, held: list[RunItem],
                  recv: trio.MemoryReceiveChannel, scope: trio.CancelScope) -> None:
         self.service = service
         self.chat = chat
-        self.held = held
-        self.recv = recv
-        self.scope = scope
-        self.coalesce_window = service.settings.stream_coalesce
+        self.info = service.info(chat)
+        self.options = service.options(chat)
+        self._held = held
+        self._recv = recv
+        self._scope = scope
+        self._composer = AnswerComposer(self.options, service.rt.counter)
+        self._over = False
 
-    def _cancel(self) -> None:
-        self.scope.cancel()
-        self.recv.close()
-
-    def _receive_nowait(self) -> RunItem:
-        return self.held.pop(0) if self.held else self.recv.receive_nowait()
-
-    async def _next_item(self, keepalive: float) -> RunItem | None:
-        if self.held:
-            return self.held.pop(0)
-        if keepalive <= 0:
-            return await self.recv.receive()
-        with trio.move_on_after(keepalive):
-            return await self.recv.receive()
+    async def next(self, keepalive: float) -> Step | None:
+        if self._held:
+            return self._step(self._held.pop(0))
+        try:
+            if keepalive <= 0:
+                return self._step(await self._recv.receive())
+            with trio.move_on_after(keepalive):
+                return self._step(await self._recv.receive())
+        except trio.EndOfChannel:
+            return self._broken(self.service.rt.ended_early())
         return None
 
-    async def _frames(self) -> AsyncIterator[bytes]:
-        service, chat = self.service, self.chat
-        options = service.options(chat)
-        encoder_ = ChunkEncoder(chat.completion_id, chat.created, chat.params.route.requested,
-                                legacy_functions=options.legacy_functions)
-        composer = AnswerComposer(options, service.rt.counter)
-        keepalive = service.settings.keepalive_seconds
-
-        def frames_of(item: RunItem) -> tuple[bytes, bool]:
-            """(frames for one channel item, whether the stream is over)."""
-            service.observe(chat, item)
-            if isinstance(item, Failed):
-                return error_frame(item.error) + DONE, True
-            if isinstance(item, Completed):
-                tail = encoder_.pieces(composer.finish()) + encoder_.finish(composer.finish_reason)
-                if chat.params.include_usage:
-                    tail += encoder_.usage(service.usage(chat, composer))
-                service.finished(chat, composer)
-                return tail + DONE, True
-            if isinstance(item, Won):
-                return b"", False
-            return encoder_.pieces(composer.feed(item)), False
-
+    def next_nowait(self) -> Step:
+        if self._held:
+            return self._step(self._held.pop(0))
         try:
-            yield encoder_.role()
-            done = False
-            while not done:
-                try:
-                    item = await self._next_item(keepalive)
-                except trio.EndOfChannel:
-                    yield error_frame(service.rt.ended_early()) + DONE
-                    return
-                if item is None:
-                    yield KEEPALIVE
-                    continue
-                out, done = frames_of(item)
-                if not done:
-                    # Fewer, fuller sends: what is queued, then what arrives within the window.
-                    out, done = await self._gather(out, self._receive_nowait, frames_of)
-                if out:
-                    yield out
-        finally:
-            self.scope.cancel()
-            self.recv.close()
+            return self._step(self._recv.receive_nowait())
+        except trio.EndOfChannel:
+            raise trio.WouldBlock from None  # the next `next` reports the early end
+
+    def close(self) -> None:
+        self._scope.cancel()
+        self._recv.close()
+
+    def _broken(self, error: ApiError) -> Step:
+        self._over = True
+        self.close()
+        return Step([], Broken(error))
+
+    def _step(self, item: RunItem) -> Step:
+        service, chat, composer = self.service, self.chat, self._composer
+        service.observe(chat, item)
+        if isinstance(item, Failed):
+            return self._broken(item.error)
+        if isinstance(item, Completed):
+            tail = composer.finish()
+            self._over = True
+            return Step(tail, service.ending(chat, composer))
+        if isinstance(item, Won):
+            return Step([])
+        return Step(composer.feed(item))
+
+    @property
+    def over(self) -> bool:
+        return self._over
 
 
 def _merge_turns(messages: list[UpstreamMessage]) -> UpstreamMessage:
@@ -517,12 +499,3 @@ def _merge_turns(messages: list[UpstreamMessage]) -> UpstreamMessage:
     for m in messages:
         parts += [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content
     return UpstreamMessage("user", parts)
-
-
-def _before_latest_turn(history: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The conversation before the newest user/tool turns: what the previous answer ended."""
-    end = len(history)
-    while end > 0 and history[end - 1][0] != "assistant":
-        end -= 1
-    return history[:end]
-
