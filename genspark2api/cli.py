@@ -20,6 +20,7 @@ from hypercorn.config import Config
 from hypercorn.logging import Logger
 from hypercorn.trio import serve
 
+from .api import client_writes
 from .api.app import create_app
 from .core.media_links import MEDIA_PATH
 from .redact import mask_capability_path, mask_secret
@@ -130,6 +131,12 @@ class MaskingLogger(Logger):
         return super().atoms(masked, response, request_time)  # type: ignore[arg-type]
 
 
+def bound_client_writes(config: Config, settings: Settings) -> None:
+    """A client that stops reading is let go after CLIENT_SEND_TIMEOUT (api/client_writes.py)."""
+    client_writes.install()
+    setattr(config, client_writes.CONFIG_ATTRIBUTE, settings.client_send_timeout)
+
+
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = settings.host
@@ -142,6 +149,7 @@ def hypercorn_config(settings: Settings) -> Config:
     # a request's headers by it (its idle timer runs until a whole request head has arrived).
     config.keep_alive_timeout = settings.client_idle_timeout
     config.backlog = settings.listen_backlog  # hypercorn's 100 made connection bursts wait for SYN retries
+    bound_client_writes(config, settings)
     return config
 
 

@@ -217,6 +217,7 @@ class Settings:
     max_request_bytes: int = setting("MAX_REQUEST_BYTES", 64 * 1024 * 1024, _int(1024), "Largest request body accepted")
     body_timeout: float = setting("BODY_TIMEOUT", 60.0, _seconds(1), "Time a client has to send a whole request body, seconds (then 408)")
     client_idle_timeout: float = setting("KEEP_ALIVE_TIMEOUT", 75.0, _seconds(1), "Idle keep-alive connections close after this; also the time to send a request's headers, seconds")
+    client_send_timeout: float = setting("CLIENT_SEND_TIMEOUT", 60.0, _seconds(1), "Longest a write to a client may wait for it to read; then the connection is closed and its upstream work stops, seconds")
     listen_backlog: int = setting("LISTEN_BACKLOG", 1024, _int(16, 65535), "Connections the kernel queues before the service accepts them")
     large_body_concurrency: int = setting("LARGE_BODY_CONCURRENCY", 4, _int(1), "Request bodies of 1 MiB or more (or chunked) read and decoded at once; others wait unread")
     keepalive_seconds: float = setting("STREAM_KEEPALIVE_SECONDS", 15.0, _seconds(0), "`: keep-alive` comment interval in silent stream gaps (0 = off)")
