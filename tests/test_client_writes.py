@@ -6,6 +6,7 @@ held its upstream stream and the cookie's in-flight slot as long as the client k
 
 from __future__ import annotations
 
+import json
 import socket
 
 import trio
@@ -90,8 +91,8 @@ async def test_a_live_stream_to_a_client_that_stops_reading_releases_its_upstrea
     # The simulator echoes the question: a long question makes an answer far larger than the
     # socket buffers of a client that reads nothing (its receive buffer is made tiny).
     question = "lorem ipsum dolor sit amet " * 120_000
-    body = ('{"model":"claude-sonnet-4-6","stream":true,"messages":[{"role":"user","content":"%s"}]}'
-            % question).encode()
+    body = json.dumps({"model": "claude-sonnet-4-6", "stream": True,
+                       "messages": [{"role": "user", "content": question}]}).encode()
     sock = trio.socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     with sock, trio.fail_after(60):
