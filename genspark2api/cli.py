@@ -20,7 +20,7 @@ from hypercorn.config import Config
 from hypercorn.logging import Logger
 from hypercorn.trio import serve
 
-from .api import client_writes
+from .api import client_deadlines
 from .api.app import create_app
 from .core.media_links import MEDIA_PATH
 from .redact import mask_capability_path, mask_secret
@@ -131,10 +131,11 @@ class MaskingLogger(Logger):
         return super().atoms(masked, response, request_time)  # type: ignore[arg-type]
 
 
-def bound_client_writes(config: Config, settings: Settings) -> None:
-    """A client that stops reading is let go after CLIENT_SEND_TIMEOUT (api/client_writes.py)."""
-    client_writes.install()
-    setattr(config, client_writes.CONFIG_ATTRIBUTE, settings.client_send_timeout)
+def bound_client_deadlines(config: Config, settings: Settings) -> None:
+    """CLIENT_SEND_TIMEOUT and HEAD_TIMEOUT, which hypercorn lacks (api/client_deadlines.py)."""
+    client_deadlines.install()
+    setattr(config, client_deadlines.SEND_TIMEOUT, settings.client_send_timeout)
+    setattr(config, client_deadlines.HEAD_TIMEOUT, settings.head_timeout)
 
 
 def hypercorn_config(settings: Settings) -> Config:
@@ -145,11 +146,11 @@ def hypercorn_config(settings: Settings) -> Config:
     config.accesslog = "-" if settings.debug else None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, printed once
     config.graceful_timeout = GRACEFUL_TIMEOUT
-    # Outlive the idle timeout of a reverse proxy in front; hypercorn also bounds the time to send
-    # a request's headers by it (its idle timer runs until a whole request head has arrived).
+    # Outlive the idle timeout of a reverse proxy in front. hypercorn's idle timer runs until a
+    # whole request head has arrived; HEAD_TIMEOUT shortens it once a head begins.
     config.keep_alive_timeout = settings.client_idle_timeout
     config.backlog = settings.listen_backlog  # hypercorn's 100 made connection bursts wait for SYN retries
-    bound_client_writes(config, settings)
+    bound_client_deadlines(config, settings)
     return config
 
 

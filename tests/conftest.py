@@ -14,7 +14,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from genspark2api.api.app import create_app
-from genspark2api.cli import bound_client_writes
+from genspark2api.cli import bound_client_deadlines
 from genspark2api.runtime import Runtime
 from genspark2api.settings import Settings
 from genspark2api.simulator import Simulator, serve_simulator
@@ -52,7 +52,7 @@ async def start_service(nursery: trio.Nursery, env: dict[str, str], **runtime_kw
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     config.graceful_timeout = 0.5
-    bound_client_writes(config, settings)
+    bound_client_deadlines(config, settings)
     binds = await nursery.start(partial(serve, app, config, shutdown_trigger=trio.sleep_forever))
     return Service(binds[0], runtime, settings)
 

@@ -223,10 +223,10 @@ def test_slow_client_limits_reach_hypercorn() -> None:
     assert hypercorn_config(Settings()).backlog == 1024
 
 
-async def test_slow_headers_are_cut_at_the_keep_alive_timeout(sim, tmp_path) -> None:
+async def test_slow_headers_are_cut_at_the_head_timeout_in_the_real_process(sim, tmp_path) -> None:
     from test_pool_e2e import service_process
 
-    async with service_process(sim, tmp_path / "service.log", GS_COOKIE="ok-1", KEEP_ALIVE_TIMEOUT="1") as (_, http):
+    async with service_process(sim, tmp_path / "service.log", GS_COOKIE="ok-1", HEAD_TIMEOUT="1") as (_, http):
         stream = await trio.open_tcp_stream("127.0.0.1", http.base_url.port)
         reader = Reader(stream)
         started = trio.current_time()

@@ -1,4 +1,4 @@
-"""A client that stops reading is let go after CLIENT_SEND_TIMEOUT (api/client_writes.py, issue #10).
+"""A client that stops reading is let go after CLIENT_SEND_TIMEOUT (api/client_deadlines.py, issue #10).
 
 Before the deadline, hypercorn's shielded `send_all` waited forever on such a client, and the answer
 held its upstream stream and the cookie's in-flight slot as long as the client kept the socket open.
@@ -12,7 +12,7 @@ import socket
 import trio
 from hypercorn.events import Closed, RawData
 
-from genspark2api.api import client_writes
+from genspark2api.api import client_deadlines
 
 
 class StuckStream:
@@ -43,6 +43,7 @@ class Recorder:
 
 class Config:
     genspark2api_send_timeout = 0.2
+    genspark2api_head_timeout = None
 
 
 class Server:
@@ -57,7 +58,7 @@ async def test_a_write_that_never_completes_closes_the_connection_at_the_deadlin
     server = Server(StuckStream())
     with trio.fail_after(5):
         start = trio.current_time()
-        await client_writes.protocol_send(server, RawData(b"data: x\n\n"))
+        await client_deadlines.protocol_send(server, RawData(b"data: x\n\n"))
         waited = trio.current_time() - start
     assert server.stream.closed
     assert any(isinstance(e, Closed) for e in server.protocol.events)
@@ -66,7 +67,7 @@ async def test_a_write_that_never_completes_closes_the_connection_at_the_deadlin
 
 async def test_a_write_that_completes_leaves_the_connection_alone() -> None:
     server = Server(FastStream())
-    await client_writes.protocol_send(server, RawData(b"abc"))
+    await client_deadlines.protocol_send(server, RawData(b"abc"))
     assert server.stream.sent == b"abc" and not server.stream.closed and not server.protocol.events
 
 
@@ -76,7 +77,7 @@ async def test_the_write_stays_shielded_and_the_deadline_still_ends_it() -> None
     with trio.fail_after(5):
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(client_writes.protocol_send, server, RawData(b"x"))
+                nursery.start_soon(client_deadlines.protocol_send, server, RawData(b"x"))
                 await trio.sleep(0.05)
                 scope.cancel()
                 start = trio.current_time()
@@ -122,3 +123,67 @@ async def test_a_live_stream_to_a_client_that_stops_reading_releases_its_upstrea
 
 def _in_flight(sim) -> int:
     return sum(sim.ledger.in_flight.values())
+
+
+async def _open(service) -> trio.SocketStream:
+    host, port = service.url.removeprefix("http://").split(":")
+    return await trio.open_tcp_stream(host, int(port))
+
+
+async def _closed_within(stream: trio.SocketStream, seconds: float) -> bytes:
+    """What the server sent before closing; fails if it is still open after `seconds`."""
+    got = b""
+    with trio.fail_after(seconds):
+        while chunk := await stream.receive_some(65536):
+            got += chunk
+    return got
+
+
+GET_MODELS = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def _response(stream: trio.SocketStream) -> bytes:
+    """One whole answer with a Content-Length (status line first)."""
+    got = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in got:
+            got += await stream.receive_some(65536)
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+    return head
+
+
+async def test_a_head_sent_too_slowly_closes_the_connection(make_service) -> None:
+    service = await make_service(HEAD_TIMEOUT="1")
+    async with await _open(service) as stream:
+        start = trio.current_time()
+        await stream.send_all(b"GET /v1/models HTTP/1.1\r\nHo")
+        assert await _closed_within(stream, 4) == b""   # no request yet, so no answer
+        assert trio.current_time() - start >= 0.9
+
+
+async def test_the_head_timer_starts_with_each_head_not_with_the_connection(make_service) -> None:
+    service = await make_service(HEAD_TIMEOUT="1")
+    async with await _open(service) as stream:
+        await trio.sleep(1.5)   # idle: only the keep-alive timeout (5 s in tests) applies
+        await stream.send_all(b"GET /v1/models HTTP/1.1\r\n")
+        await trio.sleep(0.3)
+        await stream.send_all(b"Host: x\r\n\r\n")   # a head in two parts, inside the deadline
+        assert (await _response(stream)).startswith(b"HTTP/1.1 200")
+        # The next head on the same connection gets its own deadline.
+        await trio.sleep(0.2)
+        await stream.send_all(b"GET /v1/mo")
+        rest = await _closed_within(stream, 4)
+        assert b"HTTP/1.1" not in rest
+
+
+async def test_whole_heads_never_meet_the_head_timer(make_service) -> None:
+    service = await make_service(HEAD_TIMEOUT="1")
+    async with await _open(service) as stream:
+        for _ in range(3):
+            await stream.send_all(GET_MODELS)
+            assert (await _response(stream)).startswith(b"HTTP/1.1 200")
+            await trio.sleep(0.6)   # 1.8 s in all: longer than HEAD_TIMEOUT, shorter than keep-alive
