@@ -324,3 +324,34 @@ async def test_bad_bodies_and_edit_without_image(make_service: ServiceFactory, s
         assert response.status_code == 400 and response.json()["error"]["param"] == "messages"
     assert asks(sim) == []
 
+
+
+async def test_a_large_multipart_edit_is_decoded_off_the_event_loop(make_service: ServiceFactory, sim, monkeypatch) -> None:
+    from genspark2api.api import bodies
+
+    threads: list[str] = []
+    real = bodies.trio.to_thread.run_sync
+
+    async def spy(fn, *args, **kwargs):
+        threads.append(getattr(fn, "__qualname__", ""))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(bodies.trio.to_thread, "run_sync", spy)
+    client = (await make_service()).openai()
+    big = RED_PNG + b"\0" * (2 * 1024 * 1024)   # a PNG with 2 MiB of trailing padding
+    await client.images.edit(image=("big.png", big, "image/png"), prompt="add a hat")
+    assert any("parse_form" in name for name in threads)
+    assert list(sim.uploads.values())[-1] == big
+    threads.clear()
+    await client.images.edit(image=("in.png", RED_PNG, "image/png"), prompt="small")
+    assert not threads   # a small form is parsed at once
+
+
+async def test_a_malformed_multipart_body_is_a_400(make_service: ServiceFactory) -> None:
+    service = await make_service()
+    async with service.http() as http:
+        response = await http.post(
+            "/v1/images/edits", content=b"--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx",
+            headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_form"

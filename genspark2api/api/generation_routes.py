@@ -38,7 +38,7 @@ from ..core.media_links import MediaUrls, find_link, open_link, public_base
 from ..errors import ApiError, bad_request, decode_json_body, whole_number
 from ..runtime import Runtime
 from ..upstream.catalog import ModelKind
-from .bodies import parse_body
+from .bodies import parse_body, parse_form
 from .chat_door import ChatParams
 from .chat_wire import DONE, KEEPALIVE, ChunkEncoder, error_frame
 from .images import ReferenceSource, images_answer, load_references, parse_image_request
@@ -75,7 +75,7 @@ async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], lis
     Files are kept only for `file_fields` (`mask` and the like are ignored).
     """
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await request.form
+        form, files = await parse_form()
         doc: dict[str, Any] = {}
         for key in form.keys():
             values = form.getlist(key)
@@ -88,7 +88,6 @@ async def read_fields(file_fields: tuple[str, ...]) -> tuple[dict[str, Any], lis
                     inner[nested.group(2)] = values[-1]
             else:
                 doc[key] = values[-1]
-        files = await request.files
         sources: list[ReferenceSource] = []
         for key in files.keys():
             name = key.removesuffix("[]")
