@@ -227,3 +227,35 @@ async def test_media_links_survive_by_token_digest(tmp_path: Path) -> None:
     mono2.advance(61)
     assert again.get(token) is None
     store.close()
+
+
+async def test_video_jobs_come_back_finished_resumable_or_interrupted(tmp_path: Path) -> None:
+    from genspark2api.api.videos import VideoJobStore, parse_video_job
+    from genspark2api.core.generation import Generated
+
+    clock = FakeClock(time.time())
+    store = open_sqlite(tmp_path)
+    pool = CookiePool(["ok-1"])
+    jobs = VideoJobStore(10, 3600, clock, store)
+    request = parse_video_job({"prompt": "a cat", "seconds": "8", "size": "1280x720"})
+    done, running, early = jobs.create(request), jobs.create(request), jobs.create(request)
+    lease = pool.acquire(capped=False)
+    done.complete(Generated(("https://genspark.test/v.mp4",), (), "proj-1", lease), clock())
+    jobs.changed(done)
+    running.status, running.progress, running.task_ids, running.cookie_key = "in_progress", 40, ("t1",), lease.key
+    jobs.changed(running)
+    store.upsert("video_jobs", {"id": "video_broken", "created_at": clock(), "doc": b"{not json"})
+    store = reopen(store)
+
+    again = VideoJobStore(10, 3600, clock, store)
+    resumable = again.restore(pool.detached_lease)
+    assert [j.id for j in resumable] == [running.id] and resumable[0].task_ids == ("t1",)
+    restored = again.get(done.id)
+    assert restored.status == "completed" and restored.result is not None
+    assert restored.result.urls == ("https://genspark.test/v.mp4",) and restored.result.lease.cookie == lease.cookie
+    assert restored.view(3600).seconds == "8" and restored.view(3600).size == "1280x720"
+    interrupted = again.get(early.id)
+    assert interrupted.status == "failed" and interrupted.error.code == "job_interrupted"
+    store = reopen(store)
+    assert {r["id"] for r in store.rows("video_jobs")} == {done.id, running.id, early.id}
+    store.close()
