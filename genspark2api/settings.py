@@ -264,7 +264,7 @@ class Settings:
     image_model: str = setting("IMAGE_MODEL", "nano-banana-pro", _str, "Default model of /v1/images/generations")
     image_timeout: float = setting("IMAGE_TIMEOUT", 300.0, _seconds(0.1), "Overall deadline of an image generation, seconds")
     video_timeout: float = setting("VIDEO_TIMEOUT", 900.0, _seconds(0.1), "Overall deadline of a video generation, seconds")
-    video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept in memory")
+    video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept (in memory, and in DATA_DIR when set)")
     video_jobs_ttl: float = setting("VIDEO_JOBS_TTL", 3600.0, _seconds(1), "How long a finished video job is kept, seconds")
     media_urls: str = setting("MEDIA_URLS", "auto", _choice(*MEDIA_URL_MODES), "upstream (Genspark's file URLs), proxy (links on this service) or auto: proxy on ai_chat, whose files need the session cookie (§12.7.4), upstream on copilot")
     public_base_url: str = setting("PUBLIC_BASE_URL", "", _public_base_url, "Base of proxied media links as clients see it; empty = from the request")

@@ -295,8 +295,8 @@ def cookie_for(link: MediaLink, pool: CookiePool) -> str | None:
 def find_link(links: MediaLinks, name: str) -> MediaLink:
     link = links.get(token_of(name))
     if link is None:
-        raise ApiError(404, "Unknown or expired media link (links live MEDIA_LINK_TTL seconds, in this process "
-                       "only); generate the file again.", code="media_not_found")
+        raise ApiError(404, "Unknown or expired media link (links live MEDIA_LINK_TTL seconds, across restarts "
+                       "only with DATA_DIR); generate the file again.", code="media_not_found")
     return link
 
 
