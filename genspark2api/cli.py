@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     try:
         store = open_store(settings.data_dir, settings.data_dir_fallback)
     except StoreError as exc:
-        print(f"genspark2api: {exc}. Fix or move the file away (the service creates a new one), "
-              "or set DATA_DIR_FALLBACK=memory to start without saved state.", file=sys.stderr)
+        print(f"genspark2api: {exc}. Fix DATA_DIR (a damaged database may be moved away: a new one is "
+              "created), or set DATA_DIR_FALLBACK=memory to start without saved state.", file=sys.stderr)
         return 2
     try:
         trio.run(run, settings, args.demo, store)

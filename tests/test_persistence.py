@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -136,6 +137,8 @@ async def test_the_memory_fallback_starts_and_says_so(make_service: ServiceFacto
         service = await make_service(DATA_DIR=str(tmp_path), DATA_DIR_FALLBACK="memory")
     assert "RUNNING WITH MEMORY-ONLY STATE" in caplog.text and "file is not a database" in caplog.text
     assert not service.runtime.store.persistent
+    service.runtime.responses.put("resp_1", b"{}", time.time() + 60)   # stored responses work memory-only
+    assert await service.runtime.responses.get("resp_1") == b"{}"
     response = await service.openai().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert response.choices[0].message.content
     assert (tmp_path / DB_NAME).read_bytes().startswith(b"\x00garbage")   # left alone for the operator

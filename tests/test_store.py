@@ -259,3 +259,13 @@ async def test_video_jobs_come_back_finished_resumable_or_interrupted(tmp_path: 
     store = reopen(store)
     assert {r["id"] for r in store.rows("video_jobs")} == {done.id, running.id, early.id}
     store.close()
+
+
+async def test_a_reload_saves_removals_and_additions_at_once(tmp_path: Path) -> None:
+    store = open_sqlite(tmp_path)
+    pool = CookiePool(["ok-1", "ok-2"])
+    attach_pool(store, pool)
+    pool.reload(["ok-2", "ok-3"])   # SIGHUP or the cookie file watcher
+    store = reopen(store)
+    assert {r["key"] for r in store.rows("cookies")} == {key("ok-2"), key("ok-3")}
+    store.close()

@@ -13,8 +13,10 @@ with 429. With DATA_DIR every job is saved (`SavedVideoJob`, pool/store.py) and 
 a finished one can still be fetched, and one whose tasks upstream had accepted resumes polling them
 on the cookie that owns them (`resume_job`; never submitted again, that would pay twice). A job
 that had not reached that point fails as `job_interrupted` (we cannot tell whether its submission
-got through). Shutting down never saves a resumable job as failed. `seconds` and `size` echo the request, or "auto" when the
-client left the choice to the model (the upstream then gets duration 0 / aspect ratio "").
+got through). Shutting down never saves a resumable job as failed.
+
+`seconds` and `size` echo the request, or "auto" when the client left the choice to the model (the
+upstream then gets duration 0 / aspect ratio "").
 """
 
 from __future__ import annotations
@@ -455,7 +457,7 @@ def resume_job(rt: Runtime, store: VideoJobStore, job: VideoJob) -> None:
 def _settle(rt: Runtime, store: VideoJobStore, job: VideoJob) -> None:
     """A job's run ended: it is finished, in memory and in the store, except that a shutdown
     never saves a job that the next start can resume (accepted tasks) as failed."""
-    resumable = bool(job.task_ids) and rt.shutting_down and (job.status != "completed")
+    resumable = bool(job.task_ids) and rt.shutting_down and job.status != "completed"
     if not job.finished and rt.shutting_down:
         job.fail(rt.ended_early(), store.clock())
     elif not job.finished:  # cancelled (deleted) or crashed

@@ -191,8 +191,8 @@ class SqliteStore(StateStore):
                 # An upsert on top of what waits: merge, keep the earlier delete.
                 merged = {**old.row, **row} if old.row is not None else row
                 self._pending[key] = _Pending(old.delete_first, merged)
-            else:
-                self._pending[key] = _Pending(True if old is not None and old.delete_first else delete_first, new_row)
+            else:  # nothing waits, or this one drops the stored row anyway
+                self._pending[key] = _Pending(delete_first, new_row)
         self._wake.set()
 
     # ------------------------------------------------------------------ the writer thread
