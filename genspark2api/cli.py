@@ -23,6 +23,7 @@ from hypercorn.trio import serve
 from .api import client_deadlines
 from .api.app import create_app
 from .core.media_links import MEDIA_PATH
+from .pool.store import StateStore, StoreError, open_store
 from .redact import mask_capability_path, mask_secret
 from .runtime import Runtime, read_cookie_file
 from .settings import Settings, SettingsError, deprecated_in
@@ -79,7 +80,13 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         )
         return 2
     try:
-        trio.run(run, settings, args.demo)
+        store = open_store(settings.data_dir, settings.data_dir_fallback)
+    except StoreError as exc:
+        print(f"genspark2api: {exc}. Fix DATA_DIR (a damaged database may be moved away: a new one is "
+              "created), or set DATA_DIR_FALLBACK=memory to start without saved state.", file=sys.stderr)
+        return 2
+    try:
+        trio.run(run, settings, args.demo, store)
     except KeyboardInterrupt:
         pass
     except (OSError, BaseExceptionGroup) as exc:
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         # One line like every other start error, not hypercorn's exception group.
         print(f"genspark2api: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}", file=sys.stderr)
         return 2
+    finally:
+        store.close()  # normally closed by the app's shutdown already; a second close does nothing
     return 0
 
 
@@ -154,7 +163,7 @@ def hypercorn_config(settings: Settings) -> Config:
     return config
 
 
-async def run(settings: Settings, demo: bool) -> None:
+async def run(settings: Settings, demo: bool, store: StateStore | None = None) -> None:
     async with trio.open_nursery() as nursery:
         if demo:
             from .simulator import Simulator, serve_simulator
@@ -166,7 +175,7 @@ async def run(settings: Settings, demo: bool) -> None:
             settings = settings.replace(base_url=sim_url, cookies=("session_id=demo",), cookie_file="",
                                         recaptcha_proxy_url=settings.recaptcha_proxy_url or sim_url)
             log.info("demo mode: upstream is the built-in Genspark simulator at %s (answers are simulated)", sim_url)
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, store=store)
         app = create_app(runtime)
         announce(settings, runtime, demo)
         config = hypercorn_config(settings)
@@ -196,3 +205,5 @@ def announce(settings: Settings, runtime: Runtime, demo: bool) -> None:
     for line in runtime.pool.summary().splitlines():
         log.info("  %s", line)
     log.info("token counting: %s", runtime.counter.description)
+    for line in runtime.restored:
+        log.info("state: %s", line)

@@ -1,7 +1,8 @@
 """The service's shared state, built once at start and passed down (no globals).
 
 `Runtime` owns the upstream client, the cookie pool, the failover runner, the conversation
-bindings, the media links (media_links.py), the token counter and the app's nursery, where
+bindings, the media links (media_links.py), the state store (pool/store.py: what survives a
+restart with DATA_DIR) and the stored responses, the token counter and the app's nursery, where
 background work runs with a deadline and its errors caught: an exception escaping into the app
 nursery would take the server down (python-stack.md §2.3).
 """
@@ -17,12 +18,19 @@ from pathlib import Path
 import httpx
 import trio
 
-from .core.media_links import MediaLinks
+from .core.media_links import MediaLinks, attach_links
 from .core.usage import TokenCounter, default_data_dir
 from .errors import ApiError, upstream_error
 from .pool.bindings import ConversationBindings
 from .pool.cookies import CookiePool, CooldownPolicy
 from .pool.failover import FailoverRunner
+from .pool.store import (
+    ResponseStore,
+    StateStore,
+    attach_bindings,
+    attach_pool,
+    open_store,
+)
 from .settings import Settings
 from .upstream.catalog import Catalog
 from .upstream.client import GensparkClient
@@ -55,8 +63,11 @@ class Runtime:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         counter: TokenCounter | None = None,
+        store: StateStore | None = None,
     ) -> None:
         self.settings = settings
+        # Opened first: a database that cannot be used stops the start (StoreError) before anything runs.
+        self.store = store if store is not None else open_store(settings.data_dir, settings.data_dir_fallback)
         self.client = GensparkClient(settings, transport=transport)
         policy = CooldownPolicy(rate_limit_seconds=settings.rate_limit_lock, network_seconds=settings.network_cooldown)
         self.pool = CookiePool(
@@ -69,6 +80,12 @@ class Runtime:
         self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
         self.bindings = ConversationBindings(clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
+        self.responses = ResponseStore(self.store, clock=clock)  # for the Responses door's previous_response_id
+        # What came back from DATA_DIR, for the start-up log (cli.announce).
+        self.restored = [self.store.description, attach_pool(self.store, self.pool, clock)]
+        if self.store.persistent:
+            self.restored.append(f"{attach_bindings(self.store, self.bindings)} conversation binding(s) and "
+                                 f"{attach_links(self.store, self.media_links, self.pool)} media link(s) restored")
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None
         self.large_body_slots = trio.CapacityLimiter(settings.large_body_concurrency)  # connection.py
@@ -163,3 +180,5 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        # The last changes reach the database; the writer thread is joined off the event loop.
+        await trio.to_thread.run_sync(self.store.close)

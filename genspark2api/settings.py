@@ -41,6 +41,7 @@ CHAT_PROTOCOLS = ("ai_chat", "copilot")
 REASONING_FORMATS = ("reasoning_content", "think")
 MEDIA_URL_MODES = ("auto", "upstream", "proxy")
 SUBSTITUTION_POLICIES = ("allow", "failover", "cool")
+DATA_DIR_FALLBACKS = ("fail", "memory")
 # §12.2.1: a full current Chrome UA (SB sends Chrome/146 on Windows).
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/146.0.0.0 Safari/537.36"
@@ -265,11 +266,14 @@ class Settings:
     image_model: str = setting("IMAGE_MODEL", "nano-banana-pro", _str, "Default model of /v1/images/generations")
     image_timeout: float = setting("IMAGE_TIMEOUT", 300.0, _seconds(0.1), "Overall deadline of an image generation, seconds")
     video_timeout: float = setting("VIDEO_TIMEOUT", 900.0, _seconds(0.1), "Overall deadline of a video generation, seconds")
-    video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept in memory")
+    video_jobs_max: int = setting("VIDEO_JOBS_MAX", 100, _int(1), "Video jobs kept (in memory, and in DATA_DIR when set)")
     video_jobs_ttl: float = setting("VIDEO_JOBS_TTL", 3600.0, _seconds(1), "How long a finished video job is kept, seconds")
     media_urls: str = setting("MEDIA_URLS", "auto", _choice(*MEDIA_URL_MODES), "upstream (Genspark's file URLs), proxy (links on this service) or auto: proxy on ai_chat, whose files need the session cookie (§12.7.4), upstream on copilot")
     public_base_url: str = setting("PUBLIC_BASE_URL", "", _public_base_url, "Base of proxied media links as clients see it; empty = from the request")
     media_link_ttl: float = setting("MEDIA_LINK_TTL", 86400.0, _seconds(1), "How long a proxied media link stays valid, seconds")
+    # State
+    data_dir: str = setting("DATA_DIR", "", _str, "Directory of the state database (genspark2api.sqlite3): cookie states, bindings, video jobs, media links and stored responses survive restarts; empty = memory only")
+    data_dir_fallback: str = setting("DATA_DIR_FALLBACK", "fail", _choice(*DATA_DIR_FALLBACKS), "When the database in DATA_DIR cannot be used: fail (refuse to start) or memory (start memory-only, with a loud warning)")
 
     @classmethod
     def variables(cls) -> list[tuple[str, Var, Any]]:

@@ -23,6 +23,7 @@ before `[DONE]`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -57,11 +58,14 @@ from .videos import (
     open_content,
     parse_video_generation,
     parse_video_job,
+    resume_job,
     start_job,
     video_generations_answer,
 )
 
 _NESTED_FIELD = re.compile(r"(\w+)\[(\w+)\]")   # multipart spelling of {"input_reference": {"image_url": …}}
+
+log = logging.getLogger("genspark2api.generation_routes")
 
 
 def _json(payload: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -119,7 +123,17 @@ def request_media_urls(rt: Runtime) -> MediaUrls:
 
 def register_generation_routes(api: Blueprint, runtime: Runtime) -> None:
     settings = runtime.settings
-    store = VideoJobStore(settings.video_jobs_max, settings.video_jobs_ttl)
+    store = VideoJobStore(settings.video_jobs_max, settings.video_jobs_ttl, store=runtime.store)
+    resumable = store.restore(runtime.pool.detached_lease)   # jobs saved before a restart (DATA_DIR)
+
+    @api.before_app_serving
+    async def resume_video_jobs() -> None:
+        # After app.startup has handed the app nursery to the runtime (registered before the blueprint).
+        for job in resumable:
+            resume_job(runtime, store, job)
+        if resumable:
+            log.info("resumed %d video job(s) saved before the restart", len(resumable))
+        resumable.clear()
 
     @api.post("/images/generations")
     async def images_generations() -> Response:

@@ -45,7 +45,7 @@ from ..pool.failover import Completed, Failed, RunItem, Won
 from ..runtime import Runtime
 from ..upstream import drift
 from ..upstream.classify import TRUNCATED, Failure, FailureKind, classify_result
-from ..upstream.events import MediaReady, ProjectStarted, UpstreamFailure
+from ..upstream.events import MediaReady, ProjectStarted, TasksAccepted, UpstreamFailure
 from ..upstream.sse import UpstreamEvent, decode_json
 from .media import extension_for
 from .media_prep import upload_file
@@ -54,6 +54,9 @@ log = logging.getLogger("genspark2api.generation")
 
 ASK_PATH = "/api/copilot/ask"
 ProgressCallback = Callable[[int], None]
+# Upstream accepted the tasks: (task ids, the cookie that owns them, the project), so a video job
+# can be saved and, after a restart, polled again on that cookie instead of being submitted twice.
+AcceptedCallback = Callable[[tuple[str, ...], Lease | None, str | None], None]
 
 
 class MediaKind(enum.StrEnum):
@@ -344,7 +347,8 @@ class GenerationRun:
     closes their upstream connections; every path out of `outcome()` calls it.
     """
 
-    def __init__(self, rt: Runtime, job: GenerationJob, *, on_progress: ProgressCallback | None = None) -> None:
+    def __init__(self, rt: Runtime, job: GenerationJob, *, on_progress: ProgressCallback | None = None,
+                 on_accepted: AcceptedCallback | None = None) -> None:
         if rt.nursery is None:
             raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
         self.rt = rt
@@ -359,6 +363,7 @@ class GenerationRun:
         self._project: str | None = None
         self._media: MediaReady | None = None
         self._result: Generated | None = None
+        self._on_accepted = on_accepted
         # §12.7: the ai_chat generation asks the ask_proxy agents; copilot keeps the §2.2 flow.
         attempt_fn = media_attempt if rt.settings.chat_protocol == "copilot" else _agent_attempt()
         attempt = partial(attempt_fn, rt, job, on_progress)
@@ -422,6 +427,9 @@ class GenerationRun:
             self._lease = item.lease
         elif isinstance(item, ProjectStarted):
             self._project = item.project_id
+        elif isinstance(item, TasksAccepted):
+            if self._on_accepted is not None:
+                self._on_accepted(item.task_ids, self._lease, self._project)
         elif isinstance(item, MediaReady):
             self._media = item
         elif isinstance(item, Failed):

@@ -276,6 +276,19 @@ async def agent_attempt(rt: Runtime, job: GenerationJob, on_progress: ProgressCa
     await emit(MediaReady(tuple(client.absolute(u) for u in urls), failed, reader.project_id))
 
 
+async def poll_tasks(rt: Runtime, kind: MediaKind, lease: Lease, task_ids: tuple[str, ...],
+                     on_progress: ProgressCallback | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Poll tasks accepted earlier (a video job resumed after a restart) on the cookie that owns
+    them until each has a verdict; (URLs of the done ones, reasons of the failed ones). Nothing is
+    submitted again: the tasks already cost their credits."""
+    spec = _SPECS[kind]
+    accepted = Accepted(pending=list(dict.fromkeys(task_ids)))
+    await _poll(rt, spec, lease, accepted, on_progress)
+    urls = tuple(rt.client.absolute(accepted.done[t]) for t in task_ids if t in accepted.done)
+    failed = tuple(f"task {t}: {accepted.failed[t]}" for t in task_ids if t in accepted.failed)
+    return urls, failed
+
+
 async def _poll(rt: Runtime, spec: _AgentSpec, lease: Lease, accepted: Accepted, on_progress: ProgressCallback | None) -> None:
     """Poll the pending tasks on the owning cookie until each has a verdict (§12.7.3)."""
     board = TaskBoard(tuple(accepted.pending), spec.url_keys)

@@ -13,8 +13,10 @@ genspark-protocol.md §2.3), may expire, and may be blocked where the client run
   that pick a viewer by name; any suffix after the first `.` is ignored.
 * `base` is PUBLIC_BASE_URL, or the request's scheme and Host (X-Forwarded-Proto / -Host only
   behind TRUSTED_PROXY_HOPS trusted proxies, picked like X-Forwarded-For in app.client_ip).
-* The table lives in this process: at most `MAX_LINKS` links, each valid MEDIA_LINK_TTL seconds,
-  the oldest evicted first. A link remembers the cookie that generated the file; it is sent on
+* The table: at most `MAX_LINKS` links, each valid MEDIA_LINK_TTL seconds, the oldest evicted
+  first; with DATA_DIR it is saved (`attach_links`) and links outlive a restart. Tokens are kept
+  only as their sha256 (`token_digest`), in memory and on disk: the table can answer whether a
+  presented token is valid, but holds nothing a reader of the database could present. A link remembers the cookie that generated the file; it is sent on
   the download only while that cookie is still in the pool (an operator who removes an account
   stops its use everywhere).
 * Serving: images are fetched whole with GensparkClient.download (capped at MAX_FETCH_BYTES, so a
@@ -25,6 +27,7 @@ genspark-protocol.md §2.3), may expire, and may be blocked where the client run
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mimetypes
 import re
@@ -40,6 +43,7 @@ import httpx
 
 from ..errors import ApiError, bad_request, upstream_error
 from ..pool.cookies import CookiePool, Lease
+from ..pool.store import StateStore
 from ..settings import Settings
 from ..upstream.client import GensparkClient
 from ..upstream.events import UpstreamFailure
@@ -79,7 +83,9 @@ class MediaLinks:
         self.ttl = ttl
         self.capacity = capacity
         self.clock = clock
-        self._links: dict[str, MediaLink] = {}
+        self._links: dict[str, MediaLink] = {}   # token digest -> link, in expiry order
+        # Observers of changes, called with the token digest (attach_links saves them).
+        self.listeners: list[Callable[[str], None]] = []
 
     def __len__(self) -> int:
         return len(self._links)
@@ -88,23 +94,79 @@ class MediaLinks:
         """A new token for `url`; the oldest link makes room when the table is full."""
         self._purge()
         while len(self._links) >= self.capacity:
-            del self._links[next(iter(self._links))]
+            self._drop(next(iter(self._links)))
         token = secrets.token_urlsafe(24)
-        self._links[token] = MediaLink(url, kind, lease.key if lease else None, lease.cookie if lease else None,
-                                       content_type, self.clock() + self.ttl)
+        digest = token_digest(token)
+        self._links[digest] = MediaLink(url, kind, lease.key if lease else None, lease.cookie if lease else None,
+                                        content_type, self.clock() + self.ttl)
+        self._changed(digest)
         return token
 
     def get(self, token: str) -> MediaLink | None:
         self._purge()
-        return self._links.get(token)
+        return self._links.get(token_digest(token))
 
     def _purge(self) -> None:
         now = self.clock()
         while self._links:
-            token, link = next(iter(self._links.items()))
+            digest, link = next(iter(self._links.items()))
             if link.expires > now:
                 return
-            del self._links[token]
+            self._drop(digest)
+
+    def _drop(self, digest: str) -> None:
+        del self._links[digest]
+        self._changed(digest)
+
+    def _changed(self, digest: str) -> None:
+        for listener in self.listeners:
+            listener(digest)
+
+    def saved(self, digest: str) -> MediaLink | None:
+        return self._links.get(digest)
+
+    def restore(self, digest: str, link: MediaLink) -> None:
+        """Take back a saved link at start (in expiry order; `link.expires` on this table's clock)."""
+        if link.expires > self.clock() and len(self._links) < self.capacity:
+            self._links[digest] = link
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def attach_links(store: StateStore, links: MediaLinks, pool: CookiePool,
+                 wall: Callable[[], float] = time.time) -> int:
+    """Restore the saved links and save every change from now on; returns how many came back.
+
+    The table's clock is monotonic (immune to wall-clock steps), a stored expiry is unix seconds:
+    converted both ways through "now". A link's cookie is not stored: it is the pool's current
+    entry for the link's `cookie_key`, the one `cookie_for` would accept anyway.
+    """
+    offset = links.clock() - wall()   # table clock = wall clock + offset
+    rows = sorted(store.rows("media_links"), key=lambda r: r["expires"])
+    restored = 0
+    for row in rows:
+        lease = pool.detached_lease(row["cookie_key"])
+        link = MediaLink(row["url"], row["kind"], row["cookie_key"], lease.cookie if lease else None,
+                         row["content_type"], row["expires"] + offset)
+        links.restore(row["token_hash"], link)
+        if links.saved(row["token_hash"]) is None:
+            store.delete("media_links", row["token_hash"])
+        else:
+            restored += 1
+
+    def save(digest: str) -> None:
+        link = links.saved(digest)
+        if link is None:
+            store.delete("media_links", digest)
+            return
+        store.replace("media_links", {"token_hash": digest, "url": link.url, "kind": link.kind,
+                                      "cookie_key": link.cookie_key, "content_type": link.content_type,
+                                      "expires": link.expires - (links.clock() - wall())})
+
+    links.listeners.append(save)
+    return restored
 
 
 def guess_type(url: str, kind: str) -> str | None:
@@ -233,8 +295,8 @@ def cookie_for(link: MediaLink, pool: CookiePool) -> str | None:
 def find_link(links: MediaLinks, name: str) -> MediaLink:
     link = links.get(token_of(name))
     if link is None:
-        raise ApiError(404, "Unknown or expired media link (links live MEDIA_LINK_TTL seconds, in this process "
-                       "only); generate the file again.", code="media_not_found")
+        raise ApiError(404, "Unknown or expired media link (links live MEDIA_LINK_TTL seconds, across restarts "
+                       "only with DATA_DIR); generate the file again.", code="media_not_found")
     return link
 
 

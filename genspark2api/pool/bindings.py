@@ -22,8 +22,9 @@ and its history (everything before the new last user message) hashes to the same
 submit, a retry after a timeout) never both continue one project; the turn's success binds the
 project's new head.
 
-Pure and in memory: a bounded LRU with a maximum age, clock injected. Lost on restart, which only
-costs a fresh upstream chat.
+Pure and in memory: a bounded LRU with a maximum age, clock injected. With DATA_DIR every change
+is also saved (pool/store.py, through `listeners`), so a follow-up after a restart still goes to
+its project; without it a restart only costs a fresh upstream chat.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class ConversationBindings:
         # key -> (binding, stored at); order = least recently used first.
         self._entries: OrderedDict[str, tuple[Binding, float]] = OrderedDict()
         self._heads: dict[str, str] = {}   # project id -> the key of the conversation it holds now
+        # Observers of changes, called with the conversation key (pool/store.py saves them).
+        self.listeners: list[Callable[[str], None]] = []
 
     def __len__(self) -> int:
         self._purge()
@@ -116,6 +119,7 @@ class ConversationBindings:
         self._entries[key] = (binding, now)
         self._entries.move_to_end(key)
         self._heads[binding.project_id] = key
+        self._changed(key)
         while self._entries:
             oldest_key, (_, stored) = next(iter(self._entries.items()))
             if len(self._entries) <= self._max_entries and not self._expired(stored, now):
@@ -132,6 +136,32 @@ class ConversationBindings:
         item = self._entries.pop(key, None)
         if item is not None and self._heads.get(item[0].project_id) == key:
             del self._heads[item[0].project_id]
+        if item is not None:
+            self._changed(key)
+
+    def _changed(self, key: str) -> None:
+        for listener in self.listeners:
+            listener(key)
+
+    # ------------------------------------------------------------------ persistence
+
+    def saved(self, key: str) -> tuple[Binding, float] | None:
+        """The binding stored under a conversation key and when it was stored; None once dropped."""
+        return self._entries.get(key)
+
+    def restore(self, key: str, binding: Binding, stored: float) -> bool:
+        """Take back a saved binding at start (call in `stored` order, oldest first, so the LRU
+        order comes back and a project's newest head wins); False when it has expired meanwhile."""
+        if self._expired(stored, self._clock()):
+            return False
+        older = self._heads.get(binding.project_id)
+        if older is not None:
+            self._drop(older)
+        self._entries[key] = (binding, stored)
+        self._heads[binding.project_id] = key
+        while len(self._entries) > self._max_entries:
+            self._drop(next(iter(self._entries)))
+        return True
 
     def bound_projects(self) -> set[str]:
         """Project ids still bound to a live conversation (never auto-delete these, §5.9)."""

@@ -120,6 +120,38 @@ class CookieStatus:
     substitutions: dict[str, int] = field(default_factory=dict)
 
 
+# Attributes a pool entry may carry beyond its state (the admin API's per-cookie settings); saved
+# and restored when the entry has them.
+EXTRA_ATTRIBUTES = ("label", "proxy", "disabled")
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCookie:
+    """What of a cookie survives a restart (pool/store.py): its state and counters, not its text.
+
+    `fingerprint` identifies the entry text, so a dead cookie whose entry changed while the
+    service was down (a new login pasted under the same session id) comes back, as `reload` does.
+    """
+
+    key: str
+    fingerprint: str
+    dead: bool = False
+    until: float = 0.0
+    reason: str | None = None
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_used: float | None = None
+    last_error_detail: str | None = None
+    substitutions: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def cookie_fingerprint(cookie: str) -> str:
+    """A one-way id of a whole cookie entry (never the text itself at rest)."""
+    return hashlib.sha256(b"genspark2api-entry:" + cookie.encode()).hexdigest()[:32]
+
+
 def normalize_cookie_entry(entry: str) -> str | None:
     """One `GS_COOKIE` entry -> the Cookie header value (genspark-protocol.md §1.3).
 
@@ -192,6 +224,8 @@ class CookiePool:
         self._cookies: dict[str, _Cookie] = {}
         self._tokens = itertools.count(1)
         self._uses = itertools.count(1)
+        # Observers of state changes, called with the cookie's key (the store, the admin page).
+        self.listeners: list[Callable[[str], None]] = []
         self.reload(entries)
 
     def __len__(self) -> int:
@@ -235,6 +269,7 @@ class CookiePool:
         chosen.leases.add(token)
         chosen.last_used = now
         chosen.use_order = next(self._uses)
+        self._changed(chosen.key)
         return Lease(chosen.key, chosen.cookie, chosen.masked, token, capped)
 
     def release(self, lease: Lease, failure: Failure | None = None, *, cancelled: bool = False) -> None:
@@ -250,6 +285,10 @@ class CookiePool:
         entry = self._cookies.get(lease.key)
         if entry is None or lease.token not in entry.leases:
             return
+        self._settle(entry, lease, failure, cancelled)
+        self._changed(entry.key)
+
+    def _settle(self, entry: _Cookie, lease: Lease, failure: Failure | None, cancelled: bool) -> None:
         entry.leases.discard(lease.token)
         entry.in_flight -= 1
         entry.capped_in_flight -= lease.capped
@@ -285,6 +324,22 @@ class CookiePool:
         until = self._clock() + seconds
         if until > entry.until:
             entry.until, entry.reason, entry.last_error_detail = until, code, detail
+            self._changed(key)
+
+    def revive(self, key: str) -> bool:
+        """An operator brings a cookie back: no longer dead, no cooldown, failure run reset.
+        False when no cookie has this key. Counters and history stay."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return False
+        entry.dead, entry.until, entry.reason, entry.consecutive_failures = False, 0.0, None, 0
+        self._changed(key)
+        return True
+
+    def _changed(self, key: str) -> None:
+        """Tell every listener that the cookie `key` changed (or left the pool)."""
+        for listener in self.listeners:
+            listener(key)
 
     def note_served(self, key: str, requested: str, served: str, *, substituted: bool) -> int:
         """Record which model really answered on a cookie (§12.8.3); returns the cookie's run of
@@ -298,6 +353,7 @@ class CookiePool:
         label = f"{requested} -> {served}"
         entry.substitutions[label] = entry.substitutions.get(label, 0) + 1
         entry.consecutive_substitutions += 1
+        self._changed(key)
         return entry.consecutive_substitutions
 
     def _unavailable(self, now: float, exclude: Collection[str]) -> PoolUnavailable:
@@ -361,8 +417,56 @@ class CookiePool:
             fresh[key] = entry
         added = sum(1 for key in fresh if key not in self._cookies)
         removed = sum(1 for key in self._cookies if key not in fresh)
+        before = list(self._cookies)
         self._cookies = fresh
+        for key in dict.fromkeys([*before, *fresh]):
+            self._changed(key)
         return added, removed
+
+    # -------------------------------------------------------------------------- persistence
+
+    def saved(self, key: str) -> SavedCookie | None:
+        """What to store of the cookie `key`; None once it left the pool."""
+        c = self._cookies.get(key)
+        if c is None:
+            return None
+        extra = {name: getattr(c, name) for name in EXTRA_ATTRIBUTES if hasattr(c, name)}
+        return SavedCookie(c.key, cookie_fingerprint(c.cookie), c.dead, c.until, c.reason, c.successes, c.failures,
+                           c.consecutive_failures, c.last_used, c.last_error_detail, dict(c.substitutions), extra)
+
+    def restore(self, saved: SavedCookie) -> str | None:
+        """Take back a stored state at start, for a cookie still configured.
+
+        Returns None when the key is not in the pool, "revived" when the stored cookie was dead but
+        its entry has changed since (a new login), else "restored".
+        """
+        entry = self._cookies.get(saved.key)
+        if entry is None:
+            return None
+        entry.until, entry.reason = saved.until, saved.reason
+        entry.successes, entry.failures = saved.successes, saved.failures
+        entry.consecutive_failures = saved.consecutive_failures
+        entry.last_used, entry.last_error_detail = saved.last_used, saved.last_error_detail
+        entry.substitutions = dict(saved.substitutions)
+        for name, value in saved.extra.items():
+            if name in EXTRA_ATTRIBUTES and hasattr(entry, name):
+                setattr(entry, name, value)
+        outcome = "restored"
+        if saved.dead and saved.fingerprint != cookie_fingerprint(entry.cookie):
+            entry.reason, entry.consecutive_failures, outcome = None, 0, "revived"
+        else:
+            entry.dead = saved.dead
+        self._changed(saved.key)
+        return outcome
+
+    def detached_lease(self, key: str | None) -> Lease | None:
+        """A lease-shaped handle on the cookie `key` for work that outlived its lease (a video job
+        resumed after a restart polls and downloads on the account that owns its tasks). It holds
+        no slot and settles nothing: releasing it is a no-op. None once the cookie left the pool."""
+        entry = self._cookies.get(key) if key is not None else None
+        if entry is None:
+            return None
+        return Lease(entry.key, entry.cookie, entry.masked, 0, capped=False)
 
     # -------------------------------------------------------------------------- views
 
