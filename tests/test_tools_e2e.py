@@ -19,6 +19,7 @@ import pytest
 from conftest import ServiceFactory, sse_frames
 
 from genspark2api.core.compose import AnswerComposer, Call, ComposeOptions, Content
+from genspark2api.core.toolschema import compact_parameters
 from genspark2api.core.usage import TokenCounter
 from genspark2api.upstream.events import TextDelta
 
@@ -77,7 +78,7 @@ def assert_tools_offered(body: dict[str, Any]) -> str:
     assert instruction is not None and turns[1] == ("system", instruction)
     for tool in TOOLS:
         f = tool["function"]
-        listed = {"name": f["name"], "description": f["description"], "parameters": f["parameters"]}
+        listed = {"name": f["name"], "description": f["description"], "parameters": compact_parameters(f["parameters"])}
         assert json.dumps(listed, separators=(",", ":")) in instruction
     assert '<tool_call>{"name": "<tool name>", "arguments": {...}}</tool_call>' in instruction
     return instruction
