@@ -151,12 +151,14 @@ def _tools_in(value: Any) -> list[dict[str, Any]]:
 # toolprompt.render_tool_instruction: 'you MUST call the tool "x"' / 'you MUST call at least one tool'.
 _MUST_CALL = re.compile(r'MUST call (?:the tool "(?P<name>[^"]+)"|at least one tool|one tool)')
 # Words that give no reason to call anything: greetings, fillers, and the glue of descriptions.
-_NO_REASON = frozenset(
-    "hello there thanks thank please could would should about with from that this what which when "
-    "where your yours have will just tell give some them they their then than into only also more "
-    "most very much many each other such like make need want know here okay sure good great nice "
-    "does done using used uses return returns given".split()
-)
+_NO_REASON = frozenset({
+    "hello", "there", "thanks", "thank", "please", "could", "would", "should", "about", "with",
+    "from", "that", "this", "what", "which", "when", "where", "your", "yours", "have", "will",
+    "just", "tell", "give", "some", "them", "they", "their", "then", "than", "into", "only",
+    "also", "more", "most", "very", "much", "many", "each", "other", "such", "like", "make",
+    "need", "want", "know", "here", "okay", "sure", "good", "great", "nice", "does", "done",
+    "using", "used", "uses", "return", "returns", "given",
+})
 
 
 def _words(text: str) -> set[str]:
