@@ -13,8 +13,9 @@ Mapping decisions (genspark-protocol.md §2.2, openai-compat.md §2.7 item 25):
 * `quality` and `image_size` pass through; `quality` "hd"/"high" also sets upstream `hd`.
 * `n` (1–4) is sent as the image count and the answer holds at most `n` images.
 * `response_format` `b64_json` is raw base64 without a `data:` prefix (the old project's prefix
-  broke decoders), and the default for `gpt-image*` models, as at OpenAI (`url` for the others); the files are fetched with the winning cookie. `url` is Genspark's URL, or with
-  MEDIA_URLS=proxy a link on this service (media_links.py) that a client can always open.
+  broke decoders); the files are fetched with the winning cookie. `url` is Genspark's URL, or with
+  MEDIA_URLS=proxy a link on this service (media_links.py) that a client can always open. The
+  default is `b64_json` for `gpt-image*` models, as at OpenAI, and `url` for the others.
 * Tasks that failed while others succeeded are listed in a `failed` array next to `data`.
 """
 

@@ -49,7 +49,8 @@ def _call_block(name: str, arguments: object) -> str:
 
 def _tool_line(function: FunctionSpec) -> str:
     """One offered tool as one line of compact JSON, its schema without the noise (toolschema.py):
-    with two dozen tools on every turn, each token here is paid on every request."""
+    agents offer two dozen tools or more, and every request that carries the instruction (each
+    turn on copilot, the first of a conversation on ai_chat) pays for every token of it."""
     description = shorten(function.description, TOOL_DESCRIPTION_LIMIT) if function.description else ""
     parameters = compact_parameters(function.parameters) if function.parameters is not None else _NO_PARAMETERS
     return _compact({"name": function.name} | ({"description": description} if description else {})
