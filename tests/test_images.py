@@ -355,3 +355,30 @@ async def test_a_malformed_multipart_body_is_a_400(make_service: ServiceFactory)
             headers={"Content-Type": "multipart/form-data; boundary=b"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_form"
+
+
+@pytest.mark.parametrize(
+    ("model", "response_format", "answered_in"),
+    [
+        ("gpt-image-1", None, "b64_json"),  # like OpenAI's API: Open WebUI sends none and reads b64_json
+        ("gpt-image-1.5", None, "b64_json"),
+        ("gpt-image-2", None, "b64_json"),
+        ("gpt-image-1", "url", "url"),  # a url is still there for the asking
+        ("dall-e-3", None, "url"),
+        (None, None, "url"),  # no model: dall-e-2 at OpenAI, which answers in url
+    ],
+)
+async def test_default_response_format_follows_openai(make_service: ServiceFactory, model, response_format,
+                                                      answered_in: str) -> None:
+    service = await make_service()
+    body = {"prompt": "a green pear"} | ({"model": model} if model else {}) | (
+        {"response_format": response_format} if response_format else {})
+    async with service.http() as http:
+        response = await http.post("/v1/images/generations", json=body)
+    assert response.status_code == 200
+    (item,) = response.json()["data"]
+    assert set(item) == {answered_in, "revised_prompt"}
+    if answered_in == "b64_json":
+        assert base64.b64decode(item["b64_json"]).startswith(PNG_SIGNATURE)
+    else:
+        assert item["url"].startswith("http")

@@ -232,10 +232,10 @@ async def test_tool_call_answer_splits_the_tag(client):
 
 
 async def test_parallel_and_malformed_tool_calls(client):
-    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "do it in parallel"})))
+    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "weather and time, in parallel"})))
     calls = re.findall(r"<tool_call>(.*?)</tool_call>", evs[-1]["content"])
     assert [json.loads(c)["name"] for c in calls] == ["get_weather", "get_time"]
-    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "send malformed json"})))
+    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "send malformed weather json"})))
     assert evs[-1]["content"] == '<tool_call>{"name": broken json</tool_call>'
 
 
@@ -614,12 +614,12 @@ async def test_flaky_fails_once_per_session_id(client, sim):
 
 
 async def test_tool_call_with_prose_and_an_unoffered_tool(client):
-    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "explain in prose"})))
+    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "the weather, explained in prose"})))
     content = evs[-1]["content"]
     before, block, after = content.split("\n")
     assert before == "Let me look that up for you." and after == "I will answer as soon as the tool replies."
     assert json.loads(block.removeprefix("<tool_call>").removesuffix("</tool_call>"))["name"] == "get_weather"
-    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "call an unknown tool"})))
+    _, evs = await ask(client, chat_body(messages=tool_messages({"role": "user", "content": "call an unknown weather tool"})))
     assert evs[-1]["content"] == '<tool_call>{"name": "sim_unoffered_tool", "arguments": {}}</tool_call>'
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
+from fixtures.agent_tools import CHAT_UI_TOOLS, CODING_AGENT_TOOLS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +26,24 @@ from genspark2api.core.toolprompt import (
     render_tool_instruction,
     render_tool_result,
 )
+from genspark2api.core.toolschema import (
+    PROPERTY_DESCRIPTION_LIMIT,
+    TOOL_DESCRIPTION_LIMIT,
+    compact_parameters,
+)
+from genspark2api.core.usage import TokenCounter
 
 NAMES = ("get_weather", "search", "write_file")
+# The argument schemas the XML form types its bare-text values by (toolschema.parameter_value).
+SCHEMAS = {
+    "get_weather": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
+        "units": {"type": ["string", "null"]}}},
+    "search": {"type": "object", "properties": {
+        "q": {"type": "string"}, "limit": {"type": "number"}, "filters": {"type": "object"},
+        "sites": {"type": "array", "items": {"type": "string"}}}},
+    "write_file": None,  # a tool without a schema: values are JSON when they parse as JSON
+}
 
 
 def compact(value: object) -> str:
@@ -41,7 +57,7 @@ def block(name: str, arguments: object = None, *, raw: str | None = None) -> str
 
 def stream(deltas: list[str], names=NAMES) -> tuple[str, list[tuple[int, ToolCall]], list[list]]:
     """Feed the deltas; return the streamed text, the (index, call) pairs and the pieces per feed."""
-    parser = ToolCallStreamParser(names)
+    parser = ToolCallStreamParser(names, schemas=SCHEMAS)
     per_feed = [parser.feed(d) for d in deltas] + [parser.finish()]
     pieces = [p for batch in per_feed for p in batch]
     text = "".join(p.text for p in pieces if isinstance(p, TextPiece))
@@ -267,13 +283,135 @@ def test_unclosed_block_is_released_by_finish():
     assert parser.calls == []
 
 
-def test_long_argument_in_small_deltas_is_fast():
-    content = ("x" * 60 + '\\"{}</tool_call>\\n') * 2000  # ~160 KB of JSON string
+def test_long_argument_in_small_deltas():
+    # ~160 KB of JSON string in 5-character deltas: quadratic rescanning would take minutes.
+    content = ("x" * 60 + '\\"{}</tool_call>\\n') * 2000
     answer = '<tool_call>{"name": "write_file", "arguments": {"text": "' + content + '"}}</tool_call>'
-    started = time.perf_counter()
     _, calls, _ = stream([answer[i : i + 5] for i in range(0, len(answer), 5)])
-    assert time.perf_counter() - started < 2
     assert len(calls) == 1
+
+
+# --- the forms models write by habit -------------------------------------------------------------
+
+
+def invoke(name: str, **values: str) -> str:
+    parameters = "".join(f'\n<parameter name="{k}">{v}</parameter>' for k, v in values.items())
+    return f'<invoke name="{name}">{parameters}\n</invoke>'
+
+
+def function_calls(*invokes: str) -> str:
+    return "<function_calls>\n" + "\n".join(invokes) + "\n</function_calls>"
+
+
+def parse(answer: str) -> tuple[str | None, list[tuple[str, str]]]:
+    content, calls = parse_tool_answer(answer, NAMES, schemas=SCHEMAS)
+    text, streamed, _ = stream(list(answer))
+    assert ((text.strip() or None), named(c for _, c in streamed)) == (content, named(calls))
+    return content, named(calls)
+
+
+def test_xml_invoke_values_are_typed_by_the_schema():
+    answer = "Checking.\n" + function_calls(
+        invoke("get_weather", city="42", days=" 3\n", metric="false", units="null"),
+        invoke("search", q='{"not": "parsed"}', limit="2.5", filters='{"lang": "fr"}', sites='["a.org"]'),
+    ) + "\nDone."
+    assert parse(answer) == ("Checking.\n\nDone.", [
+        ("get_weather", '{"city":"42","days":3,"metric":false,"units":null}'),
+        ("search", '{"q":"{\\"not\\": \\"parsed\\"}","limit":2.5,"filters":{"lang":"fr"},"sites":["a.org"]}'),
+    ])
+
+
+def test_xml_invoke_values_that_do_not_fit_their_type_stay_strings():
+    answer = function_calls(invoke("get_weather", days="three", metric="1", units='"metric"'))
+    assert parse(answer)[1] == [("get_weather", '{"days":"three","metric":"1","units":"\\"metric\\""}')]
+
+
+def test_xml_invoke_without_a_schema_reads_json_where_it_parses():
+    answer = function_calls(invoke("write_file", path="/tmp/a b", size="12", meta='{"x": [1]}', quoted='"hi"'))
+    assert parse(answer)[1] == [("write_file", '{"path":"/tmp/a b","size":12,"meta":{"x":[1]},"quoted":"hi"}')]
+    # Without schemas at all (a caller that passes names only) the same rule holds.
+    assert named(parse_tool_answer(answer, NAMES)[1]) == [("write_file", parse(answer)[1][0][1])]
+
+
+def test_xml_string_value_is_kept_exactly_with_markup_inside():
+    value = '\n  line "1" <b>&amp;</b> </parameters> </parameter x>\n{}\n'
+    answer = function_calls(invoke("write_file", text=value), "<invoke name='search'></invoke>")
+    assert parse(answer)[1] == [("write_file", compact({"text": value})), ("search", "{}")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        function_calls(invoke("delete_everything", a="1")),  # not offered
+        function_calls(invoke("search"), invoke("nope")),  # all the calls of a block or none
+        "<function_calls></function_calls>",
+        "<function_calls><invoke>x</invoke></function_calls>",
+        '<function_calls><invoke name="search"><param name="q">1</param></invoke></function_calls>',
+        '<function_calls><invoke name="search"></invoke> and text</function_calls>',
+        '<function_calls><invoke name="search"></invoke>',  # never closed
+        '<function_calls><invoke name="search"><parameter name="q">unterminated',
+        '<invoke name="search"></invoke>',  # no <function_calls> around it
+        '<function=nope>{"a": 1}</function>',
+        '<function=search>[1]</function>',
+        '<function=search>{"a": 1} junk</function>',
+        '<function=search {"a": 1}</function>',
+        '<function=search>{"a": 1}',
+        "```json\n{\"name\": \"nope\", \"arguments\": {}}\n```",
+        "```python\n{\"name\": \"search\", \"arguments\": {}}\n```",  # only a fence that says JSON
+        "```json\n{\"name\": \"search\", \"arguments\": {}}\nand no closing fence",
+        "```json\n{\"name\": \"search\", \"arguments\": {}}\n``",
+        "```json\n{\"name\": \"search\", \"arguments\": [1]}\n```",
+    ],
+)
+def test_habit_form_that_is_no_call_is_released_verbatim(answer):
+    assert parse_tool_answer("Before " + answer + " after", NAMES, schemas=SCHEMAS) == (
+        "Before " + answer + " after", [])
+    text, calls, _ = stream(list(answer))
+    assert (text, calls) == (answer, [])
+
+
+def test_duplicate_parameter_is_no_call():
+    answer = function_calls('<invoke name="search"><parameter name="q">1</parameter>'
+                            '<parameter name="q">2</parameter></invoke>')
+    assert parse(answer) == (answer, [])
+
+
+def test_function_tag_form():
+    answer = 'Sure. <function=get_weather>{"city": "Paris", "days": 2}</function>\n<function=search></function>'
+    assert parse(answer) == ("Sure.", [("get_weather", '{"city":"Paris","days":2}'), ("search", "{}")])
+    assert parse('<function=search>\n  {"q": "}</function>"}\n</function >')[1] == [("search", '{"q":"}</function>"}')]
+
+
+@pytest.mark.parametrize("lang", ["json", "JSON", ""])
+def test_fenced_json_call(lang):
+    answer = f'I will search.\n```{lang}\n{{"name": "search", "arguments": {{"q": "```"}}}}\n```\nThen answer.'
+    assert parse(answer) == ("I will search.\n\nThen answer.", [("search", '{"q":"```"}')])
+    envelope = '{"type": "function", "function": {"name": "search", "arguments": "{\\"q\\": 1}"}}'
+    assert parse(f"```{lang}\n{envelope}\n```")[1] == [("search", '{"q":1}')]
+
+
+def test_fenced_xml_forms_drop_their_fence():
+    answer = "```xml\n" + function_calls(invoke("search", q="x")) + "\n<function=get_weather>{}</function>\n```\nok"
+    assert parse(answer) == ("ok", [("search", '{"q":"x"}'), ("get_weather", "{}")])
+
+
+def test_habit_forms_are_held_only_until_decided():
+    parser = ToolCallStreamParser(NAMES, schemas=SCHEMAS)
+    assert text_of(parser.feed("Hi <function_calls>\n<invoke name=\"sea")) == "Hi "
+    assert text_of(parser.feed("shell\">")) == '<function_calls>\n<invoke name="seashell">'  # not offered
+    assert text_of(parser.feed(" <function=get_")) == " "
+    assert text_of(parser.feed("time>")) == "<function=get_time>"
+    assert text_of(parser.feed(" ```json\n{\"name\": \"nope\"")) == " "
+    assert text_of(parser.feed("}")) == '```json\n{"name": "nope"}'
+
+
+def test_long_xml_value_in_small_deltas():
+    # ~185 KB of parameter text in 37,000 deltas: a parser that rescanned its buffer on every
+    # delta would take minutes here (no wall-clock bound: timings belong to scripts/bench.py).
+    value = ("x" * 60 + "</parameters>\n<tool_call>") * 2500
+    answer = function_calls(invoke("write_file", text=value))
+    _, calls, _ = stream([answer[i : i + 5] for i in range(0, len(answer), 5)])
+    assert named(c for _, c in calls) == [("write_file", compact({"text": value}))]
 
 
 # --- property: every split of an answer gives the same result -----------------------------------
@@ -291,8 +429,8 @@ json_objects = st.dictionaries(st.text("abc_\"<", max_size=5), json_values, max_
 
 
 @st.composite
-def valid_blocks(draw) -> tuple[str, tuple[str, str]]:
-    """A well-formed block in one of the tolerated shapes, and the (name, arguments) it means."""
+def envelope_texts(draw) -> tuple[str, tuple[str, str]]:
+    """The JSON of a call envelope in one of the tolerated shapes, and the (name, arguments) it means."""
     name = draw(st.sampled_from(NAMES))
     args = draw(json_objects)
     shape = draw(st.sampled_from(["plain", "function", "parameters", "string", "omitted"]))
@@ -308,12 +446,81 @@ def valid_blocks(draw) -> tuple[str, tuple[str, str]]:
     else:
         envelope = {"name": name, "arguments": args}
     body = json.dumps(envelope, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 2])))
-    ws = st.sampled_from(["", " ", "\n", "\n  "])
-    text = f"<tool_call{draw(st.sampled_from(['', ' ']))}>{draw(ws)}{body}{draw(ws)}</tool_call>"
+    return body, (name, compact(args))
+
+
+layout = st.sampled_from(["", " ", "\n", "\n  "])
+# Bare text of a string parameter: markup of every form, but never its own closing tag.
+xml_text = st.lists(
+    st.sampled_from(["a", " ", "\n", "<", ">", "{", "}", '"', "'", "5", "null", "é", "</invoke>",
+                     "</function_calls>", "<tool_call>", "</parameter x", "</parameters>", "<parameter name=\"q\">"]),
+    max_size=6,
+).map("".join)
+
+
+@st.composite
+def xml_value(draw, tool: str, parameter: str) -> tuple[str, object]:
+    """(the text written between the parameter tags, the argument value it means)."""
+    ws = draw(layout)
+    if tool == "write_file":  # no schema: JSON where it parses, else the text
+        if draw(st.booleans()):
+            value = draw(json_values)
+            return ws + json.dumps(value) + ws, value
+        text = "hello " + draw(xml_text)
+        return text, text
+    kind = SCHEMAS[tool]["properties"][parameter]["type"]
+    if kind == "string":
+        text = draw(xml_text)
+        return text, text
+    if kind == ["string", "null"]:
+        text = draw(xml_text | st.just(ws + "null" + ws))
+        return text, None if text.strip() == "null" else text
+    value = draw({
+        "integer": st.integers(-(10**12), 10**12),
+        "boolean": st.booleans(),
+        "number": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-100, 100),
+        "object": json_objects,
+        "array": st.lists(st.text(max_size=3), max_size=3),
+    }[kind])
+    return ws + json.dumps(value) + ws, value
+
+
+@st.composite
+def xml_blocks(draw) -> tuple[str, list[tuple[str, str]]]:
+    invokes, calls = [], []
+    for tool in draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)):
+        names = list(SCHEMAS[tool]["properties"]) if SCHEMAS[tool] else ["path", "text", "meta"]
+        arguments, written = {}, []
+        for parameter in draw(st.lists(st.sampled_from(names), unique=True, max_size=3)):
+            text, value = draw(xml_value(tool, parameter))
+            arguments[parameter] = value
+            written.append(f'<parameter name="{parameter}">{text}</parameter>')
+        quote = draw(st.sampled_from(['"', "'"]))
+        invokes.append(f"<invoke name={quote}{tool}{quote}>{draw(layout)}{draw(layout).join(written)}{draw(layout)}</invoke>")
+        calls.append((tool, compact(arguments)))
+    return f"<function_calls>{draw(layout)}{draw(layout).join(invokes)}{draw(layout)}</function_calls>", calls
+
+
+@st.composite
+def valid_blocks(draw) -> tuple[str, list[tuple[str, str]]]:
+    """A well-formed block in one of the recognised forms and shapes, and the calls it means."""
+    form = draw(st.sampled_from(["tool_call", "tool_call", "xml", "function", "jsonfence"]))
+    if form == "xml":
+        text, calls = draw(xml_blocks())
+    elif form == "function":
+        name, args = draw(st.sampled_from(NAMES)), draw(json_objects)
+        written = draw(layout) + json.dumps(args) + draw(layout) if args or draw(st.booleans()) else draw(layout)
+        text, calls = f"<function={name}>{written}</function>", [(name, compact(args))]
+    else:
+        body, call = draw(envelope_texts())
+        calls = [call]
+        if form == "jsonfence":
+            return f"```{draw(st.sampled_from(['json', '']))}\n{body}{draw(layout)}```", calls
+        text = f"<tool_call{draw(st.sampled_from(['', ' ']))}>{draw(layout)}{body}{draw(layout)}</tool_call>"
     fence = draw(st.sampled_from([None, "json", "xml"]))
     if fence is not None:
         text = f"```{fence}\n{text}\n```"
-    return text, (name, compact(args))
+    return text, calls
 
 
 # Blocks that must come back as text whatever follows them (each fails within its own span).
@@ -327,6 +534,18 @@ closed_malformed_blocks = st.sampled_from(
         block("", raw='{"name": "search", "arguments": {}} junk'),
         block("", raw='{"name": "search", "arguments": {"a": 1}'),  # unbalanced
         "<tool_call> I would call search here.",
+        '<function_calls><invoke name="nope"><parameter name="q">x</parameter></invoke></function_calls>',
+        '<function_calls>\n<invoke name="search">\n</invoke>\noops</function_calls>',
+        "<function_calls></function_calls>",
+        '<function_calls><invoke name="search"><parameter name="q">1</parameter><parameter name="q">2</parameter>',
+        '<function_calls><invoke name="search"><param name="q">1</param></invoke></function_calls>',
+        '<function=nope>{"a": 1}</function>',
+        '<function=search>[1]</function>',
+        '<function=search>{"a": 1} junk</function>',
+        '<function=search {"a": 1}</function>',
+        '```json\n{"name": "nope", "arguments": {}}\n``` x',
+        '```json\n{"name": "search", "arguments": {}} and text\n``` x',
+        '```python\n{"name": "search", "arguments": {}}\n``` x',
     ]
 )
 # Blocks the text after them could complete: only ever at the very end of an answer.
@@ -339,13 +558,22 @@ open_malformed_blocks = st.sampled_from(
         "<tool_call>",
         "```json\n<tool_call>",
         "<",
+        "<function_calls>",
+        '<function_calls>\n<invoke name="search">\n<parameter name="q">x',
+        '<function_calls><invoke name="search"></invoke>',
+        '<function_calls><invoke name="sea',
+        '<function=search>{"q": 1}',
+        "<function=sea",
+        '```json\n{"name": "search", "arguments": {}}\n``',
+        '```json\n{"name": "search"',
     ]
 )
 # Text that looks like the start of a block but, on its own, cannot form or finish one.
 safe_text = st.lists(
     st.sampled_from(
         ["a", "b c", " ", "\n", "<", "<tool", "<toolbox>", "<tool_call", "</tool_call>", "a < b",
-         "{", "}", '"', "\\", ":", "[", "tool_call", "é"]
+         "{", "}", '"', "\\", ":", "[", "tool_call", "é", "<function", "<function_calls>", "</invoke>",
+         '<invoke name="nope">', '<parameter name="q">', "</function>", "<function=nope>", "``` x"]
     ),
     max_size=8,
 ).map("".join)
@@ -353,7 +581,10 @@ safe_text = st.lists(
 wild_text = st.lists(
     st.sampled_from(
         ["a", " ", "\n", "<", "<tool", "<tool_call", ">", "<tool_call>", "<tool_call>{", "}", "{",
-         '"', "\\", "`", "```", "```json\n", "\n```", "</tool_call>", '{"name": "search"}', "json"]
+         '"', "\\", "`", "```", "```json\n", "\n```", "</tool_call>", '{"name": "search"}', "json",
+         "<function_calls>", '<invoke name="search">', "<invoke name='get_weather'>", '<parameter name="q">',
+         '<parameter name="days">', "</parameter>", "</invoke>", "</function_calls>", "<function=search>",
+         "<function=", "</function>", "5"]
     ),
     max_size=8,
 ).map("".join)
@@ -377,7 +608,7 @@ def separable_answers(draw):
         parts.append(("text", draw(open_malformed_blocks)))
     answer = "".join(v if k == "text" else v[0] for k, v in parts)
     text = "".join(v for k, v in parts if k == "text")
-    calls = [v[1] for k, v in parts if k == "call"]
+    calls = [call for k, v in parts if k == "call" for call in v[1]]
     return answer, text, calls
 
 
@@ -401,7 +632,7 @@ def splits(draw, answer: str) -> list[str]:
 
 
 def check_split_invariance(answer: str, deltas: list[str]) -> tuple[str, list[tuple[str, str]]]:
-    whole_content, whole_calls = parse_tool_answer(answer, NAMES)
+    whole_content, whole_calls = parse_tool_answer(answer, NAMES, schemas=SCHEMAS)
     results = []
     for pieces in (deltas, list(answer)):
         text, calls, _ = stream(pieces)
@@ -418,7 +649,7 @@ def check_split_invariance(answer: str, deltas: list[str]) -> tuple[str, list[tu
 @given(st.data())
 def test_property_separable_answers(data):
     """For an answer made of text (with `<`, `<tool`, braces, quotes, newlines), valid blocks in
-    every tolerated shape and malformed blocks, cut into deltas at any points (and into single
+    every recognised form and shape and malformed blocks, cut into deltas at any points (and into single
     characters): the streamed text is exactly the text pieces and malformed blocks, verbatim, in
     order; the calls are exactly the valid blocks, in order; and it all equals parse_tool_answer.
     So a valid block never shows up as text: any `<tool_call` in the text came from a text piece or
@@ -427,7 +658,8 @@ def test_property_separable_answers(data):
     text, calls = check_split_invariance(answer, splits(data.draw, answer))
     assert text == expected_text
     assert calls == expected_calls
-    assert text.count("<tool_call") == expected_text.count("<tool_call")
+    for markup in ("<tool_call", "<function_calls", "<invoke", "<function=", "```"):
+        assert text.count(markup) == expected_text.count(markup)
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -458,7 +690,8 @@ def test_instruction_lists_tools_as_json_and_the_envelope():
     assert TOOL_CALL_OPEN in text and TOOL_CALL_CLOSE in text
     tools = [json.loads(line) for line in text.splitlines() if line.startswith('{"name"')]
     assert tools == [
-        {"name": "get_weather", "description": "Current weather for a city", "parameters": WEATHER.parameters},
+        {"name": "get_weather", "description": "Current weather for a city",
+         "parameters": {"properties": {"city": {"type": "string"}}}},  # compact: an object goes without saying
         {"name": "search", "parameters": {"type": "object", "properties": {}}},
     ]
     assert '<tool_call>{"name": "<tool name>", "arguments": {...}}</tool_call>' in text
@@ -492,3 +725,73 @@ def test_history_tool_result():
     assert text.startswith("Tool result")
     assert "get_weather" in text and "call_1" in text and text.endswith("Sunny, 21 °C")
     assert render_tool_result("call_2", None, "ok").startswith("Tool result (tool_call_id=call_2)")
+
+
+# --- a compact instruction ----------------------------------------------------------------------
+
+
+def test_compact_schema_drops_noise_and_keeps_what_the_model_writes():
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#", "title": "Args", "type": "object",
+        "additionalProperties": False, "required": ["title"],
+        "properties": {
+            "title": {"type": "string", "title": "Title", "description": "  The   title\n\n of it "},
+            "default": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None, "title": "Default"},
+            "mode": {"type": "string", "enum": ["a", "b"], "default": "a", "examples": ["a"]},
+            "tags": {"type": "array", "items": {"type": "string", "title": "Tag"}, "minItems": 1},
+            "extra": {"type": "object", "additionalProperties": {"type": "number", "title": "V"}},
+            "long": {"type": "string", "description": "word " * 100},
+        },
+    }
+    assert compact_parameters(schema) == {
+        "required": ["title"],
+        "properties": {
+            "title": {"type": "string", "description": "The title of it"},
+            "default": {"type": "integer"},  # optional: leaving it out says "null"
+            "mode": {"type": "string", "enum": ["a", "b"]},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "extra": {"type": "object", "additionalProperties": {"type": "number"}},
+            "long": {"type": "string", "description": ("word " * 39).strip() + "…"},
+        },
+    }
+    assert len(compact_parameters(schema)["properties"]["long"]["description"]) <= PROPERTY_DESCRIPTION_LIMIT
+    assert schema["properties"]["default"]["title"] == "Default"  # the caller's schema is untouched
+    # A required nullable argument keeps its null.
+    assert compact_parameters({"properties": {"a": {"type": ["string", "null"]}}, "required": ["a"]}) == {
+        "properties": {"a": {"type": ["string", "null"]}}, "required": ["a"]}
+
+
+def test_long_tool_description_is_cut_at_a_word():
+    text = render_tool_instruction([FunctionSpec("f", "Does things. " + "More notes here. " * 80, None)], "auto")
+    (line,) = [json.loads(t) for t in text.splitlines() if t.startswith('{"name"')]
+    assert line["description"].startswith("Does things. More notes") and line["description"].endswith("…")
+    assert len(line["description"]) <= TOOL_DESCRIPTION_LIMIT
+
+
+def agent_specs(tools: list[dict]) -> list[FunctionSpec]:
+    return [FunctionSpec(t["function"]["name"], t["function"]["description"], t["function"]["parameters"])
+            for t in tools]
+
+
+# Measured when the instruction was made compact (o200k_base tokens, issue #11): the two dozen
+# Claude-Code-like tools took 5,979 tokens before and 4,349 after; the 28 Open-WebUI-like ones
+# 2,630 before and 1,760 after. The bounds leave a little room, not a regression's worth.
+@pytest.mark.parametrize(("tools", "max_chars", "max_tokens"),
+                         [(CODING_AGENT_TOOLS, 21_000, 4_500), (CHAT_UI_TOOLS, 8_800, 1_850)],
+                         ids=["coding-agent", "chat-ui"])
+def test_instruction_for_agent_tool_sets_stays_compact(tools, max_chars, max_tokens):
+    text = render_tool_instruction(agent_specs(tools), "auto")
+    assert len(text) <= max_chars
+    counter = TokenCounter()
+    if counter.exact:
+        assert counter.count(text) <= max_tokens
+    # Compact, not lossy: every tool, every argument, what is required and every enum survive.
+    lines = [json.loads(t) for t in text.splitlines() if t.startswith('{"name"')]
+    assert [line["name"] for line in lines] == [t["function"]["name"] for t in tools]
+    for line, tool in zip(lines, tools, strict=True):
+        original, compacted = tool["function"]["parameters"], line["parameters"]
+        assert list(compacted.get("properties", {})) == list(original["properties"])
+        assert compacted.get("required", []) == original["required"]
+        enums = re.findall(r'"enum":\[[^\]]*\]', json.dumps(original, separators=(",", ":")))
+        assert enums == re.findall(r'"enum":\[[^\]]*\]', json.dumps(compacted, separators=(",", ":")))
+        assert line["description"][:40] == " ".join(tool["function"]["description"].split())[:40]

@@ -1,10 +1,12 @@
 """Emulated tool calling end to end: the openai SDK → live service → live simulator.
 
 The simulator plays a model that follows the `<tool_call>` instruction (simulator/answers.py):
-it calls the first offered tool, two tools when the question says "parallel", writes a broken
+it calls a tool the question gives a reason to call (here "weather" or "time"; a plain greeting
+is answered in text), two tools when the question says "parallel", writes a broken
 block when it says "malformed", calls a tool nobody offered when it says "unknown", wraps the
 block in two sentences when it says "prose", and answers in prose quoting the result once a
-"Tool result" turn follows the question. Both upstream protocols are exercised.
+"Tool result" turn follows the question; asked for "xml", "llama" or "fenced" it writes its calls
+in those habit forms instead of the envelope. Both upstream protocols are exercised.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import openai
 import pydantic
 import pytest
 from conftest import ServiceFactory, sse_frames
+from fixtures.agent_tools import CHAT_UI_TOOLS
 
 from genspark2api.core.compose import AnswerComposer, Call, ComposeOptions, Content
+from genspark2api.core.toolschema import compact_parameters
 from genspark2api.core.usage import TokenCounter
 from genspark2api.upstream.events import TextDelta
 
@@ -77,7 +81,7 @@ def assert_tools_offered(body: dict[str, Any]) -> str:
     assert instruction is not None and turns[1] == ("system", instruction)
     for tool in TOOLS:
         f = tool["function"]
-        listed = {"name": f["name"], "description": f["description"], "parameters": f["parameters"]}
+        listed = {"name": f["name"], "description": f["description"], "parameters": compact_parameters(f["parameters"])}
         assert json.dumps(listed, separators=(",", ":")) in instruction
     assert '<tool_call>{"name": "<tool name>", "arguments": {...}}</tool_call>' in instruction
     return instruction
@@ -195,7 +199,8 @@ async def test_tool_loop_non_stream(make_service: ServiceFactory, sim, protocol:
     history += [second.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "Thanks!"}]
     third = await client.chat.completions.create(model="claude-sonnet-4-6", messages=history, tools=TOOLS)
     if protocol == "copilot":   # ai_chat sent only "Thanks!": the instruction lives in the project
-        assert third.choices[0].finish_reason == "tool_calls"  # the simulated model calls whenever offered
+        # Tools still offered, but "Thanks!" gives no reason to call one (issue #11).
+        assert third.choices[0].finish_reason == "stop" and third.choices[0].message.tool_calls is None
     else:
         assert upstream_turns(upstream_bodies(sim, protocol)[2]) == [("user", "Thanks!")]
     assert project_of(upstream_bodies(sim, protocol)[2], protocol) == project and list(sim.projects) == [project]
@@ -303,7 +308,7 @@ async def test_stream_helper_with_pydantic_tool(make_service: ServiceFactory, si
 async def test_stream_helper_with_strict_dict_tools_in_parallel(make_service: ServiceFactory) -> None:
     service = await make_service()
     strict = [{"type": "function", "function": {**t["function"], "strict": True}} for t in TOOLS]
-    ask = ASK[:1] + [{"role": "user", "content": "both, in parallel"}]
+    ask = ASK[:1] + [{"role": "user", "content": "weather and time, both in parallel"}]
     async with service.openai().chat.completions.stream(model="gpt-5.4", messages=ask, tools=strict) as stream:
         final = await stream.get_final_completion()
     calls = final.choices[0].message.tool_calls
@@ -407,11 +412,17 @@ async def test_legacy_functions_and_function_call(make_service: ServiceFactory, 
 @pytest.mark.parametrize(
     ("question", "verbatim"),
     [
-        ("give me a malformed call", '<tool_call>{"name": broken json</tool_call>'),
+        ("give me a malformed weather call", '<tool_call>{"name": broken json</tool_call>'),
         # A well-formed block calling a tool the request did not offer is no call either.
-        ("use some unknown tool", '<tool_call>{"name": "sim_unoffered_tool", "arguments": {}}</tool_call>'),
+        ("use some unknown tool for the weather",
+         '<tool_call>{"name": "sim_unoffered_tool", "arguments": {}}</tool_call>'),
+        ("an unknown weather tool, in xml",
+         '<function_calls>\n<invoke name="sim_unoffered_tool">\n</invoke>\n</function_calls>'),
+        ("an unknown weather tool, llama style", '<function=sim_unoffered_tool>{}</function>'),
+        ("an unknown weather tool, fenced",
+         '```json\n{"name": "sim_unoffered_tool", "arguments": {}}\n```'),
     ],
-    ids=["malformed", "not-offered"],
+    ids=["malformed", "not-offered", "not-offered-xml", "not-offered-llama", "not-offered-fenced"],
 )
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_malformed_block_is_released_as_text(
@@ -456,7 +467,7 @@ async def test_tool_call_stream_bytes(make_service: ServiceFactory, protocol: st
         response = await http.post(
             "/v1/chat/completions",
             json={"model": "gpt-5.4", "stream": True, "tools": TOOLS,
-                  "messages": ASK[:1] + [{"role": "user", "content": "parallel please"}]},
+                  "messages": ASK[:1] + [{"role": "user", "content": "weather and time, parallel please"}]},
         )
     assert response.status_code == 200
     frames = sse_frames(response.content)
@@ -546,3 +557,57 @@ async def test_prose_around_a_call_is_content(make_service: ServiceFactory, prot
     content, calls, finishes, _ = await collect_stream(stream)
     assert content == expected and finishes == ["tool_calls"]
     assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [("get_weather", WEATHER_ARGS)]
+
+
+# ------------------------------------------------------------------------------ reasons to call, habit forms (issue #11)
+
+
+async def test_a_greeting_with_many_tools_is_answered_in_text(make_service: ServiceFactory, sim) -> None:
+    # Open WebUI's browser offers its 28 built-in tools on every request, "Hello there" included.
+    service = await make_service()
+    client = service.openai()
+    hello = [{"role": "user", "content": "Hello there"}]
+    whole = await client.chat.completions.create(model="gpt-5.4", messages=hello, tools=CHAT_UI_TOOLS)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "stop" and choice.message.tool_calls is None
+    assert choice.message.content == "[simulated gpt-5.4] You said: Hello there"
+    stream = await client.chat.completions.create(model="gpt-5.4", messages=hello, tools=CHAT_UI_TOOLS, stream=True)
+    content, calls, finishes, _ = await collect_stream(stream)
+    assert (content, calls, finishes) == (choice.message.content, [], ["stop"])
+    # The tools were offered all the same; a question about one of them calls it, and only it.
+    instruction = instruction_of(upstream_bodies(sim, "ai_chat")[0])
+    assert all(f'{{"name":"{t["function"]["name"]}"' in instruction for t in CHAT_UI_TOOLS)
+    weather = [{"role": "user", "content": "What's the weather in Lyon?"}]
+    answer = await client.chat.completions.create(model="gpt-5.4", messages=weather, tools=CHAT_UI_TOOLS)
+    assert [c.function.name for c in answer.choices[0].message.tool_calls] == ["get_weather"]
+    assert json.loads(answer.choices[0].message.tool_calls[0].function.arguments) == {"city": "sim", "units": "sim"}
+
+
+@pytest.mark.parametrize("form", ["xml", "llama", "fenced"])
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_calls_written_in_a_habit_form_are_tool_calls(make_service: ServiceFactory, protocol: str,
+                                                             form: str) -> None:
+    service = await make_service(GENSPARK_CHAT_PROTOCOL=protocol)
+    ask = ASK[:1] + [{"role": "user", "content": f"Weather and time in parallel, {form} please, with prose"}]
+    prose = "Let me look that up for you.\n\nI will answer as soon as the tool replies."
+    expected = [("get_weather", WEATHER_ARGS), ("get_time", TIME_ARGS)]
+
+    whole = await service.openai().chat.completions.create(model="gpt-5.4", messages=ask, tools=TOOLS)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == prose
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == expected
+
+    async with service.http() as http:
+        response = await http.post("/v1/chat/completions",
+                                   json={"model": "gpt-5.4", "stream": True, "tools": TOOLS, "messages": ask})
+    assert response.status_code == 200
+    for fragment in (b"<function", b"</function", b"<invoke", b"<parameter", b"```", b"\\u003c"):
+        assert fragment not in response.content
+    chunks = [json.loads(f[6:]) for f in sse_frames(response.content)[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == prose
+    streamed: dict[int, list[str]] = {}
+    for t in (t for d in deltas for t in d.get("tool_calls", ())):
+        streamed.setdefault(t["index"], [t["function"].get("name"), ""])[1] += t["function"]["arguments"]
+    assert [(name, json.loads(arguments)) for name, arguments in streamed.values()] == expected
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["tool_calls"]

@@ -14,7 +14,8 @@ Mapping decisions (genspark-protocol.md §2.2, openai-compat.md §2.7 item 25):
 * `n` (1–4) is sent as the image count and the answer holds at most `n` images.
 * `response_format` `b64_json` is raw base64 without a `data:` prefix (the old project's prefix
   broke decoders); the files are fetched with the winning cookie. `url` is Genspark's URL, or with
-  MEDIA_URLS=proxy a link on this service (media_links.py) that a client can always open.
+  MEDIA_URLS=proxy a link on this service (media_links.py) that a client can always open. The
+  default is `b64_json` for `gpt-image*` models, as at OpenAI, and `url` for the others.
 * Tasks that failed while others succeeded are listed in a `failed` array next to `data`.
 """
 
@@ -52,6 +53,7 @@ ASPECT_RATIOS = ("auto", "9:16", "2:3", "3:4", "1:1", "4:3", "3:2", "16:9")
 STYLES = ("auto", "realistic_image", "cartoon", "watercolor", "anime", "oil_painting", "3d", "minimalist", "pop_art")
 OPENAI_STYLES = {"vivid": "auto", "natural": "realistic_image"}
 RESPONSE_FORMATS = ("url", "b64_json")
+B64_JSON_MODEL_PREFIX = "gpt-image"  # gpt-image-1, gpt-image-1.5, gpt-image-2 (catalog IMAGE_ALIASES)
 MAX_N = 4
 MAX_REFERENCES = 8
 _SIZE = re.compile(r"\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*")
@@ -187,16 +189,24 @@ def model_field(doc: dict[str, Any], default: str, models: tuple[str, ...], kind
     return model
 
 
+def default_response_format(model: str) -> str:
+    """OpenAI answers its gpt-image models in `b64_json` (they have no `url` unless asked), and
+    clients written for them send no `response_format` and read `b64_json` (Open WebUI, issue
+    #11); dall-e models, and a request naming no model (dall-e-2 at OpenAI), answer in `url`."""
+    return "b64_json" if model.startswith(B64_JSON_MODEL_PREFIX) else "url"
+
+
 def parse_image_request(doc: Any, default_model: str, files: Sequence[ReferenceSource] = ()) -> ImageRequest:
     """Validate an images request (JSON object, or the fields of a multipart form)."""
     if not isinstance(doc, dict):
         raise bad_request("The request body must be a JSON object.", code="invalid_json")
+    asked_for = text_field(doc, "model") or ""
     model = model_field(doc, default_model, IMAGE_MODELS, "an image", IMAGE_ALIASES)
     prompt = text_field(doc, "prompt", required=True) or ""
     if doc.get("stream") not in (None, False, "false"):
         raise bad_request("Streaming image generation is not supported; omit 'stream'.", param="stream", code="unsupported_value")
     n = count_field(doc, "n", 1, MAX_N, 1)
-    response_format = choice_field(doc, "response_format", RESPONSE_FORMATS) or "url"
+    response_format = choice_field(doc, "response_format", RESPONSE_FORMATS) or default_response_format(asked_for)
     options: dict[str, Any] = {}
     size = text_field(doc, "size")
     if size:

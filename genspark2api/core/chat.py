@@ -275,6 +275,7 @@ class ChatService:
             stops=conversation.stops,
             max_tokens=conversation.max_tokens,
             tool_names=tools.names if tools is not None and tools.offered else None,
+            tool_schemas={f.name: f.parameters for f in tools.functions} if tools is not None else {},
             single_call=tools is not None and not tools.parallel,
             legacy_functions=tools is not None and tools.legacy,
             search_sources=self.settings.search_sources,

@@ -9,7 +9,9 @@ or the budget.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..upstream.events import (
     AnswerEvent,
@@ -34,6 +36,7 @@ class ComposeOptions:
     stops: tuple[str, ...] = ()
     max_tokens: int | None = None
     tool_names: frozenset[str] | None = None       # None: the request offered no tools
+    tool_schemas: Mapping[str, Any] = field(default_factory=dict)  # name -> parameters schema
     single_call: bool = False                       # parallel_tool_calls false / legacy functions
     legacy_functions: bool = False                  # answer in the legacy `function_call` shape
     search_sources: bool = True
@@ -85,7 +88,7 @@ class AnswerComposer:
             room = self.options.max_tokens - self.counter.count(THINK_CLOSE)
             self._think_budget = TokenBudget(self.counter, max(room, 0))
         names = self.options.tool_names
-        self._tools = ToolCallStreamParser(names) if names is not None else None
+        self._tools = ToolCallStreamParser(names, schemas=self.options.tool_schemas) if names is not None else None
 
     # ---------------------------------------------------------------- input
 

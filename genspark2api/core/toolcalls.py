@@ -1,8 +1,10 @@
-"""Tool-call emulation, parsing side: turn `<tool_call>{...}</tool_call>` blocks back into calls.
+"""Tool-call emulation, parsing side: turn the blocks a model writes back into tool calls.
 
 Genspark has no native tool API (genspark-protocol.md §6), so toolprompt.py asks the model to
 answer with blocks like `<tool_call>{"name": "f", "arguments": {"city": "Paris"}}</tool_call>`.
-This module is sans-IO: feed it the upstream text deltas, get text and calls back.
+Strong models shown tools also write, by habit, the forms they were trained on (issue #11); those
+are calls too, when they name an offered tool. This module is sans-IO: feed it the upstream text
+deltas, get text and calls back.
 
 Why a character-level parser rather than the regex other projects use (§6.3, openai-compat.md
 §2.3):
@@ -17,41 +19,62 @@ depends only on text already received and never changes when more arrives, so te
 only from a character that could start a block (`<`, or the backtick of a fence) until the match is
 decided, and every way of cutting the answer into deltas gives the same result.
 
-    block  := "<tool_call" ws ">" ws OBJECT ws "</tool_call" ws ">"
-    fenced := "```" [lang] ws block (ws block)* [ws "```"]        (```json / ```xml, §6.3 item 1)
+    block   := tagged | jsonfence
+    tagged  := toolcall | calls | function
+    toolcall:= "<tool_call" ws ">" ws OBJECT ws "</tool_call" ws ">"          (what we ask for)
+    calls   := "<function_calls" ws ">" ws invoke (ws invoke)* ws "</function_calls" ws ">"
+    invoke  := "<invoke" ws1 NAMED ">" ws (param ws)* "</invoke" ws ">"       (Claude's habit)
+    param   := "<parameter" ws1 NAMED ">" VALUE "</parameter" ws ">"
+    NAMED   := "name" ws "=" ws ('"' name '"' | "'" name "'") ws
+    function:= "<function=" name ">" ws [OBJECT ws] "</function" ws ">"      (Llama 3.1's)
+    fenced  := "```" [lang] ws tagged (ws tagged)* [ws "```"]       (```json / ```xml, §6.3 item 1)
+    jsonfence := "```" ["json"] ws OBJECT ws "```"                  (a JSON call in a code block)
 
-OBJECT ends at its matching `}`, found by scanning with string and escape awareness; then it must
-be a known tool's envelope (see _decode_envelope). A fenced opening is dropped only together with
-a block that parsed, so a code fence with no tool call in it stays ordinary text.
+OBJECT ends at its matching `}`, found by scanning with string and escape awareness; in toolcall
+and jsonfence it must be a known tool's envelope (see _decode_envelope), in function the arguments
+object. VALUE is the text up to the first `</parameter>`, typed by the tool's schema
+(toolschema.parameter_value). Every name must be an offered tool's, and an unknown one fails the
+block as soon as it cannot become an offered name. A block with several calls is all of them or
+none. A fenced opening is dropped only together with a block that parsed, so a code fence with no
+tool call in it stays ordinary text.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from .toolscan import (
+    FUNCTION_CALLS_OPEN,
+    MORE,
+    NO,
+    InvokeScan,
+    ObjectScan,
+    advance_invokes,
+    advance_object,
+    could_become,
+    expect,
+    match_tag,
+    skip_ws,
+)
+from .toolschema import load_json, parameter_value, property_schema
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 _OPEN_TAG = "<tool_call"  # whitespace is tolerated before the '>'
 _CLOSE_TAG = "</tool_call"
 _FENCE = "```"
+_JSON_FENCE_LANGS = frozenset({"", "json"})  # a JSON call is taken only from a fence that says JSON
+_FUNCTION_EQUALS = "<function="
+_FUNCTION_CLOSE = "</function"
 
-# A matcher answers with the index just past what it matched (>= 0) or one of these verdicts.
-_MORE = -1  # the text received so far cannot decide yet
-_NO = -2  # definitely not a block at this position
-
-_WS = re.compile(r"\s*")
 _CANDIDATE = re.compile(r"[<`]")  # the only characters that can start a block or a fenced block
 _FENCE_LANG = re.compile(r"[\w+.\-]*")
-# Outside strings a JSON object holds only punctuation, whitespace, numbers and true/false/null.
-# The next character that is none of those is a quote, a brace, or junk that proves the block
-# broken at once: an unbalanced `{` then fails at `</tool_call>` instead of swallowing the answer.
-_OUTSIDE_STRING = re.compile(r"[^\s\[\]:,0-9.+\-eEtrufalsn]")
-_INSIDE_STRING = re.compile(r'["\\]')
+_FUNCTION_NAME = re.compile(r"[^\s<>=/\"'`{}]*")
 
 
 def default_call_id() -> str:
@@ -77,77 +100,6 @@ class CallPiece:
     call: ToolCall
 
 
-@dataclass(slots=True)
-class _ObjectScan:
-    """Progress in finding where a JSON object ends, kept across deltas so that a long argument
-    streamed in small deltas is scanned once rather than once per delta."""
-
-    start: int  # stream offset of the opening '{'
-    pos: int = 0  # offset (from start) of the next character to look at
-    depth: int = 0
-    in_string: bool = False
-    result: int = _MORE  # once decided: offset (from start) just past the '}', or _NO
-
-
-def _advance_scan(buf: str, at: int, scan: _ObjectScan) -> int:
-    """Continue `scan` over buf, whose index `at` holds the '{'. Returns the index just past the
-    matching '}', _MORE or _NO."""
-    if scan.result == _MORE:
-        i, n = at + scan.pos, len(buf)
-        while scan.result == _MORE:
-            if scan.in_string:
-                m = _INSIDE_STRING.search(buf, i)
-                if m is None:
-                    i = n
-                    break
-                j = m.start()
-                if buf[j] == "\\":
-                    if j + 1 == n:  # the escaped character has not arrived yet
-                        i = j
-                        break
-                    i = j + 2
-                    continue
-                scan.in_string = False
-            else:
-                m = _OUTSIDE_STRING.search(buf, i)
-                if m is None:
-                    i = n
-                    break
-                j = m.start()
-                char = buf[j]
-                if char == '"':
-                    scan.in_string = True
-                elif char == "{":
-                    scan.depth += 1
-                elif char == "}":
-                    scan.depth -= 1
-                    if scan.depth == 0:
-                        scan.result = j + 1 - at
-                else:
-                    scan.result = _NO
-            i = j + 1
-        scan.pos = i - at
-    return scan.result if scan.result < 0 else at + scan.result
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 decodes to inf, which would re-serialise as the non-JSON `Infinity`.
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def _load_json(text: str) -> object:
-    # strict=False lets raw newlines and tabs through inside strings: models write multi-line
-    # string arguments that way (grok2api #557, openai-compat.md §2.3 item 15).
-    return json.loads(text, strict=False, parse_constant=_reject_constant, parse_float=_finite_float)
-
-
 def _compact_json(value: object) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     try:
@@ -165,7 +117,7 @@ def _decode_envelope(raw: str, allowed_names: frozenset[str]) -> tuple[str, str]
     {"name": N, "parameters": {...}}; arguments may be a JSON string holding an object, and
     missing, null or blank arguments mean {}."""
     try:
-        envelope = _load_json(raw)
+        envelope = load_json(raw)
     except (ValueError, RecursionError):
         return None
     if not isinstance(envelope, dict):
@@ -183,7 +135,7 @@ def _decode_envelope(raw: str, allowed_names: frozenset[str]) -> tuple[str, str]
             arguments = None
         else:
             try:
-                arguments = _load_json(arguments)
+                arguments = load_json(arguments)
             except (ValueError, RecursionError):
                 return None
     if arguments is None:
@@ -193,44 +145,29 @@ def _decode_envelope(raw: str, allowed_names: frozenset[str]) -> tuple[str, str]
     return name, _compact_json(arguments)
 
 
-def _expect(buf: str, pos: int, word: str) -> int:
-    got = buf[pos : pos + len(word)]
-    if got == word:
-        return pos + len(word)
-    return _MORE if len(got) < len(word) and word.startswith(got) else _NO
-
-
-def _skip_ws(buf: str, pos: int) -> int:
-    return _WS.match(buf, pos).end()
-
-
-def _match_tag(buf: str, pos: int, tag: str) -> int:
-    """`tag`, optional whitespace, then '>'."""
-    p = _expect(buf, pos, tag)
-    if p < 0:
-        return p
-    p = _skip_ws(buf, p)
-    if p == len(buf):
-        return _MORE
-    return p + 1 if buf[p] == ">" else _NO
-
-
 class ToolCallStreamParser:
     """Splits a streamed answer into text and the tool calls of its well-formed blocks.
 
     Only names in `allowed_names` make a call: anything else (unknown name, arguments that are
     not an object, broken JSON, a block still open at finish()) is released as ordinary text,
-    verbatim."""
+    verbatim. `schemas` maps a tool's name to the JSON schema of its arguments; the XML form uses
+    it to type bare-text parameter values (toolschema.parameter_value)."""
 
     def __init__(
-        self, allowed_names: Collection[str], *, new_id: Callable[[], str] = default_call_id
+        self,
+        allowed_names: Collection[str],
+        *,
+        schemas: Mapping[str, Any] | None = None,
+        new_id: Callable[[], str] = default_call_id,
     ) -> None:
         self._allowed = frozenset(allowed_names)
+        self._schemas = schemas or {}
         self._new_id = new_id
         self._buf = ""  # text received but not yet emitted; starts at stream offset _base
         self._base = 0
         self._in_fence = False  # a fence opened around a parsed block and is not closed yet
-        self._scan: _ObjectScan | None = None
+        self._scan: ObjectScan | None = None
+        self._invokes: InvokeScan | None = None
         self._calls: list[ToolCall] = []
 
     @property
@@ -252,19 +189,19 @@ class ToolCallStreamParser:
         while True:
             if self._in_fence:
                 # Right after a fenced block: more blocks, or the closing fence, may follow.
-                p = _skip_ws(buf, i)
-                verdict = _expect(buf, p, _FENCE)
+                p = skip_ws(buf, i)
+                verdict = expect(buf, p, _FENCE)
                 if verdict >= 0:
                     text_from = i = verdict  # the closing fence is markup: drop it
                     self._in_fence = False
                     continue
                 if p < len(buf) and buf[p] == "<":
-                    verdict, call = self._match_block(buf, p)
+                    verdict, calls = self._match_angle(buf, p)
                     if verdict >= 0:
-                        out.append(self._emit(call))
+                        out += self._emit(calls)
                         text_from = i = verdict
                         continue
-                if verdict == _MORE and not final:
+                if verdict == MORE and not final:
                     break
                 self._in_fence = False  # anything else ends the fence; rescan it as plain text
                 continue
@@ -273,9 +210,12 @@ class ToolCallStreamParser:
                 i = len(buf)
                 break
             j = m.start()
-            fenced = buf[j] == "`"
-            verdict, call = self._match_fenced(buf, j) if fenced else self._match_block(buf, j)
-            if verdict == _MORE and not final:
+            fence_open = False
+            if buf[j] == "`":
+                verdict, calls, fence_open = self._match_fenced(buf, j)
+            else:
+                verdict, calls = self._match_angle(buf, j)
+            if verdict == MORE and not final:
                 i = j  # hold from the possible start
                 break
             if verdict < 0:  # not a block: this character is text, look further
@@ -283,9 +223,9 @@ class ToolCallStreamParser:
                 continue
             if j > text_from:
                 out.append(TextPiece(buf[text_from:j]))
-            out.append(self._emit(call))
+            out += self._emit(calls)
             text_from = i = verdict
-            self._in_fence = fenced
+            self._in_fence = fence_open
         if i > text_from:
             out.append(TextPiece(buf[text_from:i]))
         if i:
@@ -295,53 +235,132 @@ class ToolCallStreamParser:
             self._in_fence = False
         return out
 
-    def _emit(self, call: tuple[str, str] | None) -> CallPiece:
-        assert call is not None
-        name, arguments = call
-        piece = CallPiece(len(self._calls), ToolCall(self._new_id(), name, arguments))
-        self._calls.append(piece.call)
-        return piece
+    def _emit(self, calls: list[tuple[str, str]] | None) -> list[CallPiece]:
+        assert calls
+        pieces = []
+        for name, arguments in calls:
+            pieces.append(CallPiece(len(self._calls), ToolCall(self._new_id(), name, arguments)))
+            self._calls.append(pieces[-1].call)
+        return pieces
 
-    def _match_fenced(self, buf: str, pos: int) -> tuple[int, tuple[str, str] | None]:
-        p = _expect(buf, pos, _FENCE)
+    def _match_fenced(self, buf: str, pos: int) -> tuple[int, list[tuple[str, str]] | None, bool]:
+        """A fence opening blocks of a tagged form (verdict, calls, True: the closing fence may
+        follow them), or a fenced JSON call, closing fence included (verdict, calls, False)."""
+        p = expect(buf, pos, _FENCE)
         if p < 0:
-            return p, None
-        p = _skip_ws(buf, _FENCE_LANG.match(buf, p).end())
+            return p, None, False
+        lang_end = _FENCE_LANG.match(buf, p).end()
+        lang = buf[p:lang_end]
+        p = skip_ws(buf, lang_end)
         if p == len(buf):
-            return _MORE, None
-        if buf[p] != "<":
-            return _NO, None
-        return self._match_block(buf, p)
+            return MORE, None, False
+        if buf[p] == "<":
+            return *self._match_angle(buf, p), True
+        if buf[p] != "{" or lang.lower() not in _JSON_FENCE_LANGS:
+            return NO, None, False
+        end = self._scan_object(buf, p)
+        if end < 0:
+            return end, None, False
+        call = _decode_envelope(buf[p:end], self._allowed)
+        if call is None:
+            return NO, None, False
+        end = expect(buf, skip_ws(buf, end), _FENCE)
+        return (end, [call], False) if end >= 0 else (end, None, False)
 
-    def _match_block(self, buf: str, pos: int) -> tuple[int, tuple[str, str] | None]:
-        """Match one block at buf[pos]: (index past it, (name, arguments)) or (_MORE/_NO, None)."""
-        p = _match_tag(buf, pos, _OPEN_TAG)
-        if p < 0:
-            return p, None
-        p = _skip_ws(buf, p)
-        if p == len(buf):
-            return _MORE, None
-        if buf[p] != "{":
-            return _NO, None
+    def _match_angle(self, buf: str, pos: int) -> tuple[int, list[tuple[str, str]] | None]:
+        """A block of one of the tagged forms at buf[pos] (a '<'). Their opening tags differ
+        within ten characters, so at most one of them is still undecided past that point."""
+        verdicts = []
+        for match in (self._match_tool_call, self._match_function_calls, self._match_function_tag):
+            verdict, calls = match(buf, pos)
+            if verdict >= 0:
+                return verdict, calls
+            verdicts.append(verdict)
+        return (MORE if MORE in verdicts else NO), None
+
+    def _scan_object(self, buf: str, p: int) -> int:
+        """Where the JSON object opening at buf[p] ends (or MORE/NO), resuming the last scan."""
         start = self._base + p
         if self._scan is None or self._scan.start != start:
-            self._scan = _ObjectScan(start)
-        end = _advance_scan(buf, p, self._scan)
+            self._scan = ObjectScan(start)
+        return advance_object(buf, p, self._scan)
+
+    def _match_tool_call(self, buf: str, pos: int) -> tuple[int, list[tuple[str, str]] | None]:
+        """`<tool_call>{"name": …, "arguments": {…}}</tool_call>`: the envelope we ask for."""
+        p = match_tag(buf, pos, _OPEN_TAG)
+        if p < 0:
+            return p, None
+        p = skip_ws(buf, p)
+        if p == len(buf):
+            return MORE, None
+        if buf[p] != "{":
+            return NO, None
+        end = self._scan_object(buf, p)
         if end < 0:
             return end, None
         call = _decode_envelope(buf[p:end], self._allowed)
         if call is None:
-            return _NO, None
-        end = _match_tag(buf, _skip_ws(buf, end), _CLOSE_TAG)
-        return (end, call) if end >= 0 else (end, None)
+            return NO, None
+        end = match_tag(buf, skip_ws(buf, end), _CLOSE_TAG)
+        return (end, [call]) if end >= 0 else (end, None)
+
+    def _match_function_tag(self, buf: str, pos: int) -> tuple[int, list[tuple[str, str]] | None]:
+        """`<function=NAME>{arguments}</function>`, the custom-tool form of Llama 3.1's prompt
+        format; the arguments may be left out."""
+        p = expect(buf, pos, _FUNCTION_EQUALS)
+        if p < 0:
+            return p, None
+        q = _FUNCTION_NAME.match(buf, p).end()
+        name = buf[p:q]
+        if q == len(buf):
+            return (MORE if could_become(name, self._allowed) else NO), None
+        if buf[q] != ">" or name not in self._allowed:
+            return NO, None
+        p = skip_ws(buf, q + 1)
+        if p == len(buf):
+            return MORE, None
+        arguments = "{}"
+        if buf[p] == "{":
+            end = self._scan_object(buf, p)
+            if end < 0:
+                return end, None
+            try:
+                value = load_json(buf[p:end])
+            except (ValueError, RecursionError):
+                return NO, None
+            if not isinstance(value, dict):
+                return NO, None
+            arguments = _compact_json(value)
+            p = skip_ws(buf, end)
+        end = match_tag(buf, p, _FUNCTION_CLOSE)
+        return (end, [(name, arguments)]) if end >= 0 else (end, None)
+
+    def _match_function_calls(self, buf: str, pos: int) -> tuple[int, list[tuple[str, str]] | None]:
+        """`<function_calls><invoke name="N"><parameter name="p">v</parameter>…</invoke>…
+        </function_calls>`, the form Claude models write by habit. One block, several calls."""
+        verdict = expect(buf, pos, FUNCTION_CALLS_OPEN)
+        if verdict < 0:
+            return verdict, None
+        start = self._base + pos
+        if self._invokes is None or self._invokes.start != start:
+            self._invokes = InvokeScan(start)
+        end = advance_invokes(buf, pos, self._invokes, self._allowed)
+        if end < 0:
+            return end, None
+        calls = []
+        for tool, values in self._invokes.calls:
+            parameters = self._schemas.get(tool)
+            arguments = {k: parameter_value(v, property_schema(parameters, k)) for k, v in values.items()}
+            calls.append((tool, _compact_json(arguments)))
+        return end, calls
 
 
 def parse_tool_answer(
-    text: str, allowed_names: Collection[str]
+    text: str, allowed_names: Collection[str], *, schemas: Mapping[str, Any] | None = None
 ) -> tuple[str | None, list[ToolCall]]:
     """Non-stream parse of a whole answer: (text outside the blocks, stripped, or None if empty;
     the calls). It is the stream parser fed in one go, so both always agree."""
-    parser = ToolCallStreamParser(allowed_names)
+    parser = ToolCallStreamParser(allowed_names, schemas=schemas)
     pieces = parser.feed(text) + parser.finish()
     content = "".join(p.text for p in pieces if isinstance(p, TextPiece)).strip()
     return content or None, parser.calls

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from .toolcalls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from .toolschema import TOOL_DESCRIPTION_LIMIT, compact_parameters, shorten
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,16 @@ def _call_block(name: str, arguments: object) -> str:
     return TOOL_CALL_OPEN + envelope + TOOL_CALL_CLOSE
 
 
+def _tool_line(function: FunctionSpec) -> str:
+    """One offered tool as one line of compact JSON, its schema without the noise (toolschema.py):
+    agents offer two dozen tools or more, and every request that carries the instruction (each
+    turn on copilot, the first of a conversation on ai_chat) pays for every token of it."""
+    description = shorten(function.description, TOOL_DESCRIPTION_LIMIT) if function.description else ""
+    parameters = compact_parameters(function.parameters) if function.parameters is not None else _NO_PARAMETERS
+    return _compact({"name": function.name} | ({"description": description} if description else {})
+                    | {"parameters": parameters})
+
+
 def render_tool_instruction(
     functions: Sequence[FunctionSpec], choice: ToolChoice, *, parallel: bool = True
 ) -> str | None:
@@ -56,14 +67,7 @@ def render_tool_instruction(
         return None
     if isinstance(choice, FunctionChoice) and choice.name not in {f.name for f in functions}:
         raise ValueError(f"tool_choice names {choice.name!r}, which is not among the tools")
-    tools = "\n".join(
-        _compact(
-            {"name": f.name}
-            | ({"description": f.description} if f.description else {})
-            | {"parameters": f.parameters if f.parameters is not None else _NO_PARAMETERS}
-        )
-        for f in functions
-    )
+    tools = "\n".join(_tool_line(f) for f in functions)
     if parallel:
         count = "One block per call; to call several tools at once, write several blocks in a row."
     else:

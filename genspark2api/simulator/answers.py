@@ -9,12 +9,19 @@ driven by the request, mirroring what a service built on genspark-protocol.md se
 * attachments in the question (``image_url`` data URLs, ``private_file`` parts pointing at an
   uploaded blob, §2.1 "Content parts") are acknowledged with their byte sizes;
 * tool calling follows the ``<tool_call>`` tag protocol of §6.2: a system message that mentions
-  ``<tool_call>`` and lists tools as JSON objects with a ``"name"`` makes the model call the
-  first tool (two calls if the question says ``parallel``, a broken block if it says
-  ``malformed``, a call of a tool that was not offered if it says ``unknown``; with ``prose``
-  the block sits between a sentence before and a sentence after it); a tool result after the
-  question (a ``tool`` message or text starting with ``Tool result``) is answered in prose
-  quoting it;
+  ``<tool_call>`` and lists tools as JSON objects with a ``"name"`` offers them, and the model
+  calls one only when the question gives it a reason (issue #11: a plain "Hello there" with
+  Open WebUI's 28 tools is answered in text): the question names the tool, or shares a word
+  with its name or description (``weather`` for ``get_weather``), or the instruction says it
+  MUST call (a named tool, else the first relevant or the first offered). It calls the first
+  relevant tool; two (the first two relevant, or the one twice) if the question says
+  ``parallel``; a broken block if it says ``malformed``; a tool that was not offered if it says
+  ``unknown``; with ``prose`` the block sits between a sentence before and one after it. Asked
+  for ``xml``, ``llama`` or ``fenced``, it writes its calls the way strong models do by habit
+  instead of in the envelope asked for: Claude's ``<function_calls><invoke>`` XML, Llama 3.1's
+  ``<function=name>{…}</function>``, or a JSON envelope in a json code fence. A tool result
+  after the question (a ``tool`` message or text starting with ``Tool result``) is answered in
+  prose quoting it;
 * reasoning models think first (§3.4.2), search models cite sources (§3.4.3), and
   Mixture-of-Agents requests produce one draft per model (§5.2).
 """
@@ -82,6 +89,8 @@ class Conversation:
     question_content: Any = None
     tool_results: tuple[str, ...] = ()
     tools: tuple[dict[str, Any], ...] = ()
+    must_call: bool = False  # the instruction says a tool MUST be called
+    must_call_tool: str | None = None  # ... and which
 
     @classmethod
     def from_messages(cls, messages: Sequence[tuple[str | None, Any]]) -> Conversation:
@@ -98,7 +107,9 @@ class Conversation:
         )
         instructions = [message_text(c) for role, c in messages if role == "system" and TOOL_TAG in message_text(c)]
         tools = tuple(tool for text in instructions for tool in find_tool_definitions(text))
-        return cls(question, question_content, results, tools)
+        forced = [m for text in instructions for m in _MUST_CALL.finditer(text)]
+        named = next((m["name"] for m in forced if m["name"]), None)
+        return cls(question, question_content, results, tools, bool(forced), named)
 
 
 def find_tool_definitions(text: str) -> list[dict[str, Any]]:
@@ -137,6 +148,36 @@ def _tools_in(value: Any) -> list[dict[str, Any]]:
     return [tool for item in value.values() for tool in _tools_in(item)]
 
 
+# toolprompt.render_tool_instruction: 'you MUST call the tool "x"' / 'you MUST call at least one tool'.
+_MUST_CALL = re.compile(r'MUST call (?:the tool "(?P<name>[^"]+)"|at least one tool|one tool)')
+# Words that give no reason to call anything: greetings, fillers, and the glue of descriptions.
+_NO_REASON = frozenset({
+    "hello", "there", "thanks", "thank", "please", "could", "would", "should", "about", "with",
+    "from", "that", "this", "what", "which", "when", "where", "your", "yours", "have", "will",
+    "just", "tell", "give", "some", "them", "they", "their", "then", "than", "into", "only",
+    "also", "more", "most", "very", "much", "many", "each", "other", "such", "like", "make",
+    "need", "want", "know", "here", "okay", "sure", "good", "great", "nice", "does", "done",
+    "using", "used", "uses", "return", "returns", "given",
+})
+
+
+def _words(text: str) -> set[str]:
+    # camelCase and snake_case names count word by word: GetWeather and get_weather say "weather".
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
+    return {w for w in re.findall(r"[a-z0-9]+", spaced.lower()) if len(w) >= 4 and w not in _NO_REASON}
+
+
+def relevant_tools(tools: Sequence[Mapping[str, Any]], question: str) -> list[Mapping[str, Any]]:
+    """The offered tools the question gives a reason to call, in the order offered."""
+    asked = _words(question)
+    lowered = question.lower()
+    return [
+        tool for tool in tools
+        if tool["name"].lower() in lowered
+        or asked & _words(tool["name"] + " " + str(tool.get("description") or ""))
+    ]
+
+
 def example_arguments(tool: Mapping[str, Any]) -> dict[str, Any]:
     """Arguments for a call to ``tool``: strings ``"sim"``, numbers ``1``, booleans ``true``."""
     schema = tool.get("parameters") or tool.get("input_schema") or {}
@@ -151,9 +192,22 @@ def _example_value(spec: Any) -> Any:
     return {"number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}.get(kind, "sim")
 
 
-def tool_call_block(tool: Mapping[str, Any]) -> str:
-    call = {"name": tool["name"], "arguments": example_arguments(tool)}
-    return f"{TOOL_TAG}{json.dumps(call)}</tool_call>"
+def tool_call_block(tool: Mapping[str, Any], form: str = "envelope") -> str:
+    """One call of ``tool`` written in ``form``: the ``envelope`` asked for, or a habit form
+    (``xml``, ``llama``, ``fenced``) that the service must read just the same."""
+    name, arguments = tool["name"], example_arguments(tool)
+    if form == "xml":
+        values = "".join(
+            f'\n<parameter name="{k}">{v if isinstance(v, str) else json.dumps(v)}</parameter>'
+            for k, v in arguments.items()
+        )
+        return f'<function_calls>\n<invoke name="{name}">{values}\n</invoke>\n</function_calls>'
+    if form == "llama":
+        return f"<function={name}>{json.dumps(arguments)}</function>"
+    call = json.dumps({"name": name, "arguments": arguments})
+    if form == "fenced":
+        return f"```json\n{call}\n```"
+    return f"{TOOL_TAG}{call}</tool_call>"
 
 
 MALFORMED_TOOL_CALL = '<tool_call>{"name": broken json</tool_call>'
@@ -212,8 +266,8 @@ def compose_answer(
     is_tool_call = False
     if conversation.tool_results:
         text = f"[simulated {label}] The tool returned: " + "; ".join(conversation.tool_results)
-    elif conversation.tools:
-        text, is_tool_call = _tool_call_text(conversation.tools, question), True
+    elif conversation.tools and (called := _tools_to_call(conversation)):
+        text, is_tool_call = _tool_call_text(called, conversation.tools, question), True
     else:
         text = f"[simulated {label}] You said: {question}"
         text += _attachment_note(conversation.question_content, uploads)
@@ -232,20 +286,37 @@ def compose_answer(
     return Answer(label, text, thinking, drafts, results, is_tool_call, question)
 
 
-def _tool_call_text(tools: Sequence[dict[str, Any]], question: str) -> str:
+def _tools_to_call(conversation: Conversation) -> list[Mapping[str, Any]]:
+    """The tools the model calls, most wanted first; empty: it answers in text."""
+    tools = conversation.tools
+    named = [t for t in tools if t["name"] == conversation.must_call_tool]
+    relevant = relevant_tools(tools, conversation.question)
+    if named:
+        return named + [t for t in relevant if t is not named[0]]
+    if conversation.must_call and not relevant:
+        return list(tools[:1])
+    return relevant
+
+
+def _tool_call_text(called: Sequence[Mapping[str, Any]], offered: Sequence[Mapping[str, Any]], question: str) -> str:
     words = set(re.findall(r"[a-z]+", question.lower()))
+    form = next((f for f in ("xml", "llama", "fenced") if f in words), "envelope")
     if "malformed" in words:
         block = MALFORMED_TOOL_CALL
     elif "unknown" in words:
         name = UNOFFERED_TOOL
-        while name in {tool["name"] for tool in tools}:
+        while name in {tool["name"] for tool in offered}:
             name += "_2"
-        block = tool_call_block({"name": name})
+        block = tool_call_block({"name": name}, form)
     elif "parallel" in words:
-        second = tools[1] if len(tools) > 1 else tools[0]
-        block = tool_call_block(tools[0]) + "\n" + tool_call_block(second)
+        second = called[1] if len(called) > 1 else called[0]
+        if form == "xml":  # one <function_calls> block holds both invokes, as Claude writes them
+            first, other = tool_call_block(called[0], form), tool_call_block(second, form)
+            block = first.removesuffix("\n</function_calls>") + other.removeprefix("<function_calls>")
+        else:
+            block = tool_call_block(called[0], form) + "\n" + tool_call_block(second, form)
     else:
-        block = tool_call_block(tools[0])
+        block = tool_call_block(called[0], form)
     if "prose" in words:
         return f"{PROSE_BEFORE_CALL}\n{block}\n{PROSE_AFTER_CALL}"
     return block

@@ -40,7 +40,7 @@ Step = ev.Event | Pause
 ANSWER_FIELD = "session_state.answer"  # G1 (§3.3)
 CONTENT_FIELD = "content"  # G2 (§2.9, §12.4)
 WORDS_PER_DELTA = 2
-_TAG_CUTS = ("<tool_", "</tool_")  # split the tags mid-word, as a tokenizer would
+_TAG_CUTS = ("<tool_", "</tool_", "<function", "</function", "<invo", "<para", "``")  # mid-word, as a tokenizer would
 
 
 def split_deltas(text: str) -> list[str]:
