@@ -31,7 +31,10 @@ log = logging.getLogger("genspark2api")
 
 
 def read_cookie_file(path: str) -> list[str]:
-    """`GS_COOKIE_FILE`: one cookie per line; blank lines and `#` comments skipped."""
+    """`GS_COOKIE_FILE`: one cookie per line; blank lines and `#` comments skipped.
+
+    A line may carry a proxy and a label: `cookie | proxy=socks5://host:1080 | label=alice`
+    (pool/cookies.py `parse_cookie_spec`)."""
     entries = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -62,6 +65,7 @@ class Runtime:
         self.pool = CookiePool(
             cookie_entries(settings), clock=clock, policy=policy, max_in_flight=settings.cookie_max_in_flight
         )
+        self.client.proxy_of = self.pool.proxy_for  # per-cookie proxies (GS_COOKIE_FILE `| proxy=…`)
         self.runner = FailoverRunner(
             self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after,
             pool_wait=settings.pool_wait, clock=clock,
