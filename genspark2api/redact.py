@@ -57,6 +57,15 @@ def mask_proxy(url: str) -> str:
     return f"{scheme}://{user}{':' + SHORT_MASK if colon else ''}@{hostpart}"
 
 
+def mask_email(address: str) -> str:
+    """`alice.smith@example.com` -> `al…h@example.com`: enough to tell accounts apart, not to
+    read the address off a screenshot of the status page."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return mask_secret(address)
+    return f"{mask_secret(local)}@{domain}"
+
+
 def mask_capability_path(path: str, marker: str = "/v1/media/") -> str:
     """`/v1/media/<token>.png` -> `/v1/media/Ab3d…` for logs: the token is the only authorisation."""
     head, sep, token = path.partition(marker)

@@ -42,8 +42,9 @@ SESSION_ID = "session_id="
 KEY_LENGTH = 12
 
 # A configuration line: `cookie | proxy=… | label=…`. The separator is ` | ` (with the spaces) or a
-# tab: a bare `|` can occur inside the value of some browser cookie, a spaced one does not.
-SPEC_SEPARATOR = re.compile(r"\t| \| ")
+# tab: a bare `|` can occur inside the value of some browser cookie, a spaced one does not. A line
+# that starts with `|` has no cookie at all.
+SPEC_SEPARATOR = re.compile(r"\s*\t\s*|\s+\|\s+|^\|\s*")
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 DIRECT = "direct"            # `proxy=direct`: this cookie connects without PROXY_URL
 LABEL_MAX = 64

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..redact import mask_email
 from .classify import FailureKind
 from .events import UpstreamFailure
 
@@ -31,7 +32,7 @@ BILLING_PATH = "/api/credit_audit/billing_cycle"
 class AccountProbe(msgspec.Struct, frozen=True, kw_only=True):
     checked_at: float                 # unix seconds
     logged_in: bool | None            # None: the probe could not tell
-    email: str | None = None
+    email: str | None = None          # masked (redact.mask_email)
     plan: str | None = None
     credits: int | None = None        # `remaining` of the billing cycle
     error: str | None = None
@@ -78,4 +79,5 @@ async def probe_account(client: GensparkClient, cookie: str, *, clock: Any = tim
         credits = remaining
         if remaining:
             break
-    return AccountProbe(checked_at=checked_at, logged_in=True, email=email, plan=plan, credits=credits, error=error)
+    return AccountProbe(checked_at=checked_at, logged_in=True, email=mask_email(email), plan=plan,
+                        credits=credits, error=error)
