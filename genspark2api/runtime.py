@@ -149,7 +149,11 @@ class Runtime:
         except (OSError, ValueError) as exc:  # ValueError: not UTF-8; never let it stop the watcher
             log.error("cookie reload (%s) failed, pool unchanged: %s", reason, exc)
             return
-        added, removed = self.pool.reload(entries)
+        try:
+            added, removed = self.pool.reload(entries)
+        except ValueError as exc:  # a bad `| proxy=…` / `| label=…` (the message masks the cookie)
+            log.error("cookie reload (%s) refused, pool unchanged: %s", reason, exc)
+            return
         log.info("cookie reload (%s): %d added, %d removed, %d in pool", reason, added, removed, len(self.pool))
         for line in self.pool.summary().splitlines():
             log.info("  %s", line)

@@ -249,3 +249,40 @@ async def test_a_per_cookie_proxy_carries_that_cookie_only(make_service: Service
     probe = (await call(service, "POST", f"/cookies/{key_of(bob)}/probe")).json()["probe"]
     assert probe["logged_in"] is True and len(default.seen) == before[1]
     assert all(line == f"CONNECT {urlsplit(upstream).netloc}" for line in own.seen)
+
+
+# ------------------------------------------------------------------------------ the cookie file
+
+
+async def test_cookie_file_lines_carry_proxy_and_label(make_service: ServiceFactory, tmp_path) -> None:
+    alice, bob = cookie("ok"), cookie("ok")
+    path = tmp_path / "cookies.txt"
+    path.write_text(f"# pool\n{alice} | proxy=socks5://u:pw-file@127.0.0.1:9 | label=alice\n{bob}\tlabel=bob\n")
+    service = await make_service(cookies=[], GS_COOKIE_FILE=str(path), ADMIN_SECRET=ADMIN)
+    rows = {r["label"]: r for r in (await call(service, "GET", "/cookies")).json()["data"]}
+    assert rows["alice"]["proxy"] == "socks5://u:***@127.0.0.1:9" and rows["bob"]["proxy"] is None
+    assert service.runtime.pool.proxy_for(f"session_id={alice}") == "socks5://u:pw-file@127.0.0.1:9"
+    # Bob goes direct to the simulator, alice's proxy listens nowhere: the pool answers through bob.
+    assert answered(await ask(service))
+    # A bad line on reload leaves the pool as it was (and is logged with the cookie masked).
+    path.write_text(f"{alice} | proxy=ftp://nowhere:1\n")
+    service.runtime.reload_cookies("test")
+    assert len(service.runtime.pool) == 2
+    path.write_text(f"{bob} | label=bob again\n")
+    service.runtime.reload_cookies("test")
+    (only,) = (await call(service, "GET", "/cookies")).json()["data"]
+    assert only["label"] == "bob again"
+
+
+def test_a_bad_cookie_line_stops_the_start(tmp_path, capsys) -> None:
+    from genspark2api import cli
+
+    secret_tail = "0123456789abcdef0123456789abcdef"
+    path = tmp_path / "cookies.txt"
+    path.write_text(f"ok-{secret_tail} | proxy=gopher://x:70\n")
+    assert cli.main([], env={"GS_COOKIE_FILE": str(path)}) == 2
+    error = capsys.readouterr().err
+    assert "GS_COOKIE_FILE" in error and "entry #1" in error and "proxy must be" in error
+    assert secret_tail not in error and secret_tail[4:-4] not in error
+    assert cli.main([], env={"GS_COOKIE": "ok-1 | colour=red"}) == 2
+    assert "GS_COOKIE: cookie entry #1" in capsys.readouterr().err
