@@ -109,6 +109,10 @@ async def test_every_form_action_works_and_errors_come_back_as_messages(make_ser
         assert "socks5://u:***@127.0.0.1:9" in page and "topsecret" not in page
         page = await act(action="probe", key=key_of(fresh))  # through its proxy, where nothing listens
         assert "probe says unknown" in page and "could not tell" in page
+        page = await act(action="configure", key=key_of(fresh), proxy="", label="kept")  # empty keeps the proxy
+        assert "socks5://u:***@127.0.0.1:9" in page and ">kept <span" in page
+        page = await act(action="configure", key=key_of(fresh), proxy="default", label="kept")
+        assert "socks5://u:***@127.0.0.1:9" not in page and service.runtime.pool.proxy_for(f"session_id={fresh}") is None
         page = await act(action="add", cookies="x | proxy=ftp://h:1")
         assert "flash-error" in page and "the proxy must be" in page
         page = await act(action="remove", key=key_of(fresh))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import time
 from typing import Any
 
 import msgspec
@@ -106,9 +105,9 @@ def cookie_row(status: CookieStatus, now: float) -> dict[str, Any]:
 class AdminActions:
     """The pool operations of the admin API and page; ApiError for an unknown key or bad value."""
 
-    def __init__(self, runtime: Runtime, clock: Any = time.time) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.clock = clock
+        self.clock = runtime.pool.now  # the pool's clock: `until` is on it
 
     @property
     def pool(self) -> Any:

@@ -275,11 +275,11 @@ def _card(row: dict[str, Any], view: PageView) -> str:
         out.append(
             f"<details><summary>Proxy and label</summary><form method='post' action='{esc(view.root)}/admin/action'>"
             f"{_hidden(view, 'configure', key)}<div class='row'>"
-            f"<div><label>Proxy (empty = PROXY_URL, <code>direct</code> = none)</label>"
-            f"<input name='proxy' placeholder='socks5://host:1080'></div>"
+            f"<div><label>Proxy (<code>default</code> = PROXY_URL, <code>direct</code> = none)</label>"
+            f"<input name='proxy' placeholder='{esc(row['proxy'] or 'socks5://host:1080')}'></div>"
             f"<div><label>Label</label><input name='label' value='{esc(row['label'] or '')}' maxlength='64'></div>"
-            "</div><p class='muted'>A proxy's password is never shown; leave the field empty to go back to "
-            "PROXY_URL.</p><button type='submit'>Save</button></form></details>"
+            "</div><p class='muted'>Leave the proxy empty to keep it (a proxy's password is never shown).</p>"
+            "<button type='submit'>Save</button></form></details>"
         )
     out.append("</article>")
     return "".join(out)
@@ -372,7 +372,7 @@ def register_admin_page(
         flash = []
         if session is not None:
             flash, session.flash = session.flash, []
-        now = time.time()
+        now = actions.clock()
         view = PageView(
             root=root_of_request(), base_url=base_url(), admin_enabled=admin_on, details=details, session=session,
             rows=[cookie_row(s, now) for s in runtime.pool.snapshot()], requests_per_minute=recent.per_minute(),
@@ -463,7 +463,10 @@ def register_admin_page(
             added = actions.add(pasted_entries(form.get("cookies") or ""), proxy=proxy, label=label)
             return "; ".join(f"{r['cookie']['cookie']} ({r['key']}): {r['outcome']}" for r in added)
         if name == "configure":
-            proxy = (form.get("proxy") or "").strip() or None
+            # The proxy field starts empty (a proxy's password is never sent back to the page), so
+            # empty keeps the proxy; `default` goes back to PROXY_URL.
+            typed = (form.get("proxy") or "").strip()
+            proxy = UNSET if not typed else (None if typed.lower() == "default" else typed)
             label = (form.get("label") or "").strip() or None
             actions.configure(key, proxy=proxy, label=label)
             return f"{key}: proxy and label saved."

@@ -516,6 +516,7 @@ class CookiePool:
             if self._removed.get(key) == spec.line:
                 continue
             self._removed.pop(key, None)
+            self._former_proxies.pop(key, None)
             entry = self._cookies.get(key)
             if entry is None:
                 entry = _Cookie(key, spec.cookie, mask_cookie(spec.cookie), proxy=spec.proxy, label=spec.label, line=spec.line)
@@ -564,6 +565,7 @@ class CookiePool:
                 entry.proxy, entry.label = spec.proxy, spec.label
                 self._cookies[key] = entry
                 self._removed.pop(key, None)
+                self._former_proxies.pop(key, None)
                 outcome = "added"
             else:
                 outcome = "unchanged" if entry.cookie == spec.cookie else "updated"
@@ -601,13 +603,15 @@ class CookiePool:
         return True
 
     def revive(self, key: str) -> bool:
-        """Bring a dead cookie back (an operator knows the account works again)."""
+        """Bring a dead cookie back to healthy now (an operator knows the account works again):
+        a cooldown left from before it died ends too. An operator's disable stays."""
         entry = self._cookies.get(key)
         if entry is None:
             return False
         if entry.dead:
             entry.dead = False
-            entry.reason = None if entry.until <= self._clock() else entry.reason
+            entry.until = 0.0
+            entry.reason = None
             entry.consecutive_failures = 0
         self._changed(key)
         return True
@@ -657,6 +661,10 @@ class CookiePool:
         if entry is not None:
             return entry.proxy
         return self._former_proxies.get(key)
+
+    def now(self) -> float:
+        """The pool's clock (unix seconds), for views that show how long a cooldown has left."""
+        return self._clock()
 
     def cookie_of(self, key: str) -> str | None:
         """The Cookie header of a pool entry (for a probe; never shown)."""
