@@ -153,3 +153,17 @@ def test_sessions_expire_and_are_bounded() -> None:
     ids = [sessions.create()[0] for _ in range(100)]
     assert sessions.get(ids[0]) is None and sessions.get(ids[-1]) is not None
     assert (duration(37), duration(252), duration(7500)) == ("37 s", "4 min 12 s", "2 h 5 min")
+
+
+async def test_drift_notices_show_to_an_admin_only(make_service: ServiceFactory) -> None:
+    from genspark2api.upstream import drift
+
+    service = await make_service(ADMIN_SECRET=ADMIN)
+    with drift.capture():
+        drift.notice("event_type", "brand_new_event", {"type": "brand_new_event", "session_id": "ok-very-secret-id"})
+        async with service.http() as http:
+            anonymous = (await http.get("/")).text
+            await logged_in(service, http)
+            admin = (await http.get("/")).text
+    assert "<b>1</b>drift notices" in anonymous and "brand_new_event" not in anonymous
+    assert "brand_new_event" in admin and "ok-very-secret-id" not in admin
