@@ -23,9 +23,10 @@ from hypercorn.trio import serve
 from .api import client_deadlines
 from .api.app import create_app
 from .core.media_links import MEDIA_PATH
+from .pool.cookies import parse_cookie_specs
 from .pool.store import StateStore, StoreError, open_store
 from .redact import mask_capability_path, mask_secret
-from .runtime import Runtime, read_cookie_file
+from .runtime import Runtime, cookie_entries, read_cookie_file
 from .settings import Settings, SettingsError, deprecated_in
 
 log = logging.getLogger("genspark2api")
@@ -63,6 +64,13 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             read_cookie_file(settings.cookie_file)
         except (OSError, ValueError) as exc:  # ValueError: not UTF-8
             print(f"genspark2api: GS_COOKIE_FILE={settings.cookie_file!r} cannot be read: {exc}", file=sys.stderr)
+            return 2
+    if not args.demo:
+        try:  # a line's `| proxy=…` or `| label=…` is checked before anything starts
+            parse_cookie_specs(cookie_entries(settings))
+        except ValueError as exc:
+            where = f"GS_COOKIE_FILE={settings.cookie_file!r}" if settings.cookie_file else "GS_COOKIE"
+            print(f"genspark2api: {where}: {exc}", file=sys.stderr)
             return 2
     logging.basicConfig(
         level=logging.DEBUG if settings.debug else logging.INFO,

@@ -44,6 +44,28 @@ def mask_cookie(cookie: str) -> str:
     return f"{masked} (+{others} more)" if others > 0 else masked
 
 
+def mask_proxy(url: str) -> str:
+    """`socks5://user:pass@host:1080` -> `socks5://user:***@host:1080`: a proxy's password is a
+    secret, its host is what an operator needs to see."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':' + SHORT_MASK if colon else ''}@{hostpart}"
+
+
+def mask_email(address: str) -> str:
+    """`alice.smith@example.com` -> `al…h@example.com`: enough to tell accounts apart, not to
+    read the address off a screenshot of the status page."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return mask_secret(address)
+    return f"{mask_secret(local)}@{domain}"
+
+
 def mask_capability_path(path: str, marker: str = "/v1/media/") -> str:
     """`/v1/media/<token>.png` -> `/v1/media/Ab3d…` for logs: the token is the only authorisation."""
     head, sep, token = path.partition(marker)

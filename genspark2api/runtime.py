@@ -39,7 +39,10 @@ log = logging.getLogger("genspark2api")
 
 
 def read_cookie_file(path: str) -> list[str]:
-    """`GS_COOKIE_FILE`: one cookie per line; blank lines and `#` comments skipped."""
+    """`GS_COOKIE_FILE`: one cookie per line; blank lines and `#` comments skipped.
+
+    A line may carry a proxy and a label: `cookie | proxy=socks5://host:1080 | label=alice`
+    (pool/cookies.py `parse_cookie_spec`)."""
     entries = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -73,6 +76,7 @@ class Runtime:
         self.pool = CookiePool(
             cookie_entries(settings), clock=clock, policy=policy, max_in_flight=settings.cookie_max_in_flight
         )
+        self.client.proxy_of = self.pool.proxy_for  # per-cookie proxies (GS_COOKIE_FILE `| proxy=…`)
         self.runner = FailoverRunner(
             self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after,
             pool_wait=settings.pool_wait, clock=clock,
@@ -162,7 +166,11 @@ class Runtime:
         except (OSError, ValueError) as exc:  # ValueError: not UTF-8; never let it stop the watcher
             log.error("cookie reload (%s) failed, pool unchanged: %s", reason, exc)
             return
-        added, removed = self.pool.reload(entries)
+        try:
+            added, removed = self.pool.reload(entries)
+        except ValueError as exc:  # a bad `| proxy=…` / `| label=…` (the message masks the cookie)
+            log.error("cookie reload (%s) refused, pool unchanged: %s", reason, exc)
+            return
         log.info("cookie reload (%s): %d added, %d removed, %d in pool", reason, added, removed, len(self.pool))
         for line in self.pool.summary().splitlines():
             log.info("  %s", line)

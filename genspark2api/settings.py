@@ -97,6 +97,14 @@ def _non_empty(name: str, raw: str) -> str:
     return value
 
 
+def _admin_secret(name: str, raw: str) -> str:
+    """Empty (admin off) or a single line of at least 8 characters; never echoed in the error."""
+    value = raw.strip()
+    if value and (len(value) < 8 or any(c in value for c in "\r\n")):
+        raise SettingsError(f"{name} must be a single line of at least 8 characters (or empty to turn the admin API off)")
+    return value
+
+
 def _list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
 
@@ -212,6 +220,7 @@ class Settings:
     debug: bool = setting("DEBUG", False, _bool, "Verbose logs (upstream events, never whole cookies)")
     route_prefix: str = setting("ROUTE_PREFIX", "", _route_prefix, "Serve /v1/... under /<prefix>/v1/...")
     api_secrets: tuple[str, ...] = setting("API_SECRET", (), _list, "Comma list of accepted API keys; empty = open API")
+    admin_secret: str = setting("ADMIN_SECRET", "", _admin_secret, "Key of the admin API (/admin/api/...) and of the admin actions on the page at /; empty = admin off. Must differ from every API_SECRET")
     request_rate_limit: int = setting("REQUEST_RATE_LIMIT", 60, _int(0), "Requests per client IP per minute (0 = off)")
     ip_black_list: tuple[str, ...] = setting("IP_BLACK_LIST", (), _list, "Comma list of client IPs answered 403")
     trusted_proxy_hops: int = setting("TRUSTED_PROXY_HOPS", 0, _int(0, 10), "Reverse proxies in front (X-Forwarded-For hops to trust)")
@@ -291,6 +300,8 @@ class Settings:
         if "PROXY_SECRET" in env and "API_SECRET" not in env:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
         settings = cls(**values)
+        if settings.admin_secret and settings.admin_secret in settings.api_secrets:
+            raise SettingsError("ADMIN_SECRET must differ from every API_SECRET: a client key must not be able to change the pool")
         if settings.upstream_transport == "browser":
             from .upstream.browser import (
                 check_available,  # curl_cffi only when asked for

@@ -269,3 +269,33 @@ async def test_a_reload_saves_removals_and_additions_at_once(tmp_path: Path) -> 
     store = reopen(store)
     assert {r["key"] for r in store.rows("cookies")} == {key("ok-2"), key("ok-3")}
     store.close()
+
+
+async def test_what_an_operator_changed_survives_a_restart(tmp_path: Path) -> None:
+    # The admin API's changes "persist in DATA_DIR" (issue #12): an added cookie (whose text no
+    # configuration holds), a disabled one, a proxy and a label, and a removal stays removed.
+    clock = FakeClock()
+    store = open_sqlite(tmp_path)
+    pool = CookiePool(["ok-1", "ok-2"], clock=clock)
+    attach_pool(store, pool, clock)
+    assert pool.add(["session_id=added-1"], label="spare") == [(key("added-1"), "added")]
+    assert pool.set_disabled(key("ok-2"), True)
+    assert pool.configure(key("ok-1"), proxy="socks5://127.0.0.1:1080", label="alice")
+    store = reopen(store)
+
+    again = CookiePool(["ok-1", "ok-2"], clock=clock)
+    attach_pool(store, again, clock)
+    states = {s.key: s for s in again.snapshot()}
+    assert set(states) == {key("ok-1"), key("ok-2"), key("added-1")}
+    assert states[key("added-1")].label == "spare" and states[key("added-1")].state is CookieState.HEALTHY
+    assert again.cookie_of(key("added-1")) == "session_id=added-1"
+    assert states[key("ok-2")].state is CookieState.DISABLED
+    assert states[key("ok-1")].label == "alice" and again.proxy_for("session_id=ok-1") == "socks5://127.0.0.1:1080"
+    # Only the operator's own cookie has its text at rest, and the file is the owner's alone.
+    rows = {r["key"]: r for r in store.rows("cookies")}
+    assert rows[key("added-1")]["cookie"] == "session_id=added-1" and rows[key("ok-1")]["cookie"] is None
+    assert (tmp_path / "genspark2api.sqlite3").stat().st_mode & 0o077 == 0
+    # Removing the added cookie removes its row (and text) too.
+    assert again.remove(key("added-1"))
+    store = reopen(store)
+    assert key("added-1") not in {r["key"] for r in store.rows("cookies")}

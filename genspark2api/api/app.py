@@ -1,7 +1,8 @@
 """The HTTP face: routes, auth, per-IP limits, CORS and OpenAI-shaped errors (thin on purpose).
 
-Every `/v1/...` route lives under `ROUTE_PREFIX` when it is set; `/` and `/healthz` answer at the
-root and under the prefix (HF Spaces probe the root, users may probe the prefix).
+Every `/v1/...` route lives under `ROUTE_PREFIX` when it is set, and so does the admin API
+(`/admin/api/...`, admin_api.py); `/` (the page, admin_page.py) and `/healthz` answer at the root
+and under the prefix (HF Spaces probe the root, users may probe the prefix).
 """
 
 from __future__ import annotations
@@ -13,20 +14,21 @@ from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from .. import __version__
 from ..core.chat import ChatService
 from ..core.media_links import MEDIA_PATH
 from ..errors import ApiError
 from ..runtime import Runtime
 from ..upstream import drift
 from ..upstream.catalog import MODELS_CREATED, UnknownModel, owned_by
+from .admin_api import AdminActions, admin_api
+from .admin_page import register_admin_page
 from .bodies import LARGE_BODY_BYTES, parse_body
 from .chat_completions import chat_completion_response
 from .chat_door import is_generation, model_not_found, parse_chat_request
 from .connection import ConnectionGuard
 from .generation_routes import generation_chat_completion, register_generation_routes
 from .openai_types import ModelCard, ModelList, encoder, error_json
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, RecentRequests
 
 log = logging.getLogger("genspark2api.app")
 
@@ -95,10 +97,14 @@ def create_app(runtime: Runtime) -> QuartTrio:
         large_body_slots=runtime.large_body_slots, large_body_bytes=LARGE_BODY_BYTES)  # type: ignore[method-assign]
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
+    recent = RecentRequests()  # the page's requests per minute
     secrets = [s.encode() for s in settings.api_secrets]
     prefix = settings.route_prefix
     blocked = set(settings.ip_black_list)
     public_paths = tuple(prefix + p for p in PUBLIC_API_PATHS)
+    # The admin API and the page's forms: rate-limited like the API (a guessed admin key costs a
+    # request from the same budget), authenticated by their own modules, never by API_SECRET.
+    admin_paths = tuple(dict.fromkeys((prefix + "/admin/", "/admin/")))
     api = Blueprint("api", "genspark2api.api", url_prefix=prefix + "/v1")
 
     @app.before_serving
@@ -134,8 +140,11 @@ def create_app(runtime: Runtime) -> QuartTrio:
         if ip in blocked:
             return error_response(ApiError(403, "Your address is blocked by this service.", code="ip_blocked"))
         path = request.path
-        if not path.startswith(prefix + "/v1/") and path != prefix + "/v1":
+        admin = path.startswith(admin_paths)
+        if not admin and not path.startswith(prefix + "/v1/") and path != prefix + "/v1":
             return None
+        if not admin:
+            recent.hit()
         wait = limiter.hit(ip)
         if wait is not None:
             return error_response(ApiError(
@@ -143,7 +152,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 f"retry after {int(wait) + 1} s.", type="rate_limit_error", code="client_rate_limited",
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
-        if secrets and not path.startswith(public_paths):
+        if secrets and not admin and not path.startswith(public_paths):
             if not key_presented():
                 return error_response(ApiError(
                     401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>'.",
@@ -153,6 +162,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.after_request
     async def cors(response: Response) -> Response:
+        if request.path.startswith(admin_paths):
+            return response  # the admin surface is for this origin (and curl) only
         for key, value in CORS_HEADERS.items():
             response.headers.setdefault(key, value)
         return response
@@ -179,10 +190,6 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     # ------------------------------------------------------------------ pages
 
-    async def index() -> Response:
-        # With API_SECRET, the page without the key shows counts only (issue #10 item 12).
-        return Response(runtime_page(runtime, details=key_presented()), content_type="text/html; charset=utf-8")
-
     async def healthz() -> Response:
         return json_response(b'{"status":"ok"}')
 
@@ -195,11 +202,13 @@ def create_app(runtime: Runtime) -> QuartTrio:
         return json_response(encoder.encode(body), 200 if ready else 503)
 
     for root in ("", prefix) if prefix else ("",):
-        app.add_url_rule(root + "/", f"index{root}", index, methods=["GET"])
         app.add_url_rule(root + "/healthz", f"healthz{root}", healthz, methods=["GET"])
         app.add_url_rule(root + "/readyz", f"readyz{root}", readyz, methods=["GET"])
-    if prefix:
-        app.add_url_rule(prefix, "index_bare", index, methods=["GET"])
+    actions = AdminActions(runtime)
+    # `/`: with API_SECRET and no ADMIN_SECRET, the page without the key shows counts only (issue #10
+    # item 12); with ADMIN_SECRET, only an admin sees each cookie (issue #12).
+    register_admin_page(app, runtime, actions, recent, key_presented)
+    app.register_blueprint(admin_api(runtime, actions))
 
     # ------------------------------------------------------------------ API
 
@@ -260,31 +269,3 @@ def upstream_status(runtime: Runtime) -> dict[str, object]:
         "recording": bool(settings.upstream_record_dir),
         "drift": drift.as_rows(),
     }
-
-
-def runtime_page(runtime: Runtime, *, details: bool) -> str:
-    """`/`: a short page with the pool at a glance (masked cookies only); counts only without `details`."""
-    settings = runtime.settings
-    snapshot = runtime.pool.snapshot()
-    states = [str(s.state) for s in snapshot]
-    counts = (f"<p>{len(snapshot)} cookie(s): {states.count('healthy')} healthy, {states.count('cooling')} cooling, "
-              f"{states.count('dead')} dead.</p>")
-    rows = "".join(
-        f"<tr><td><code>{s.masked}</code></td><td>{s.state}</td><td>{s.reason or ''}</td>"
-        f"<td>{s.in_flight}</td><td>{s.successes}</td><td>{s.failures}</td></tr>"
-        for s in snapshot
-    )
-    table = ("<table><tr><th>cookie</th><th>state</th><th>reason</th><th>in flight</th>"
-             f"<th>ok</th><th>failed</th></tr>{rows}</table>") if details else \
-        "<p>Send the API key (<code>Authorization: Bearer …</code>) to see each cookie.</p>"
-    base = f"{settings.route_prefix}/v1"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>genspark2api</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}"
-        "td,th{padding:.2rem .6rem;text-align:left}</style></head><body>"
-        f"<h1>genspark2api {__version__}</h1>"
-        f"<p>OpenAI-compatible API over Genspark. Base URL: <code>{base}</code>. "
-        f"Upstream: <code>{settings.base_url}</code> ({settings.chat_protocol}).</p>"
-        f"<h2>Cookie pool</h2>{counts}{table}</body></html>"
-    )
-

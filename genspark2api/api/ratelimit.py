@@ -40,3 +40,26 @@ class RateLimiter:
                 del self._buckets[ip]
         while len(self._buckets) > self.max_clients:  # still too many: drop the oldest
             del self._buckets[next(iter(self._buckets))]
+
+
+class RecentRequests:
+    """Requests in the last minute (the status page's "requests per minute"), pure with a clock.
+
+    Counts per second in a ring of 60 slots, so memory is fixed whatever the traffic.
+    """
+
+    WINDOW = 60
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._slots = [(0, 0)] * self.WINDOW  # (second, count)
+
+    def hit(self) -> None:
+        second = int(self.clock())
+        index = second % self.WINDOW
+        stamp, count = self._slots[index]
+        self._slots[index] = (second, count + 1 if stamp == second else 1)
+
+    def per_minute(self) -> int:
+        now = int(self.clock())
+        return sum(count for stamp, count in self._slots if now - self.WINDOW < stamp <= now)

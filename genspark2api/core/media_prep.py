@@ -173,7 +173,7 @@ async def upload_file(client: Any, lease: Lease, data: bytes, mime: str, filenam
         raise UpstreamFailure(
             Failure(FailureKind.NETWORK, "upstream_upload_failed", "Genspark gave no upload URL for the attachment")
         )
-    await client.put_blob(upload_url, data)
+    await client.put_blob(upload_url, data, cookie=lease.cookie)  # through the cookie's own proxy
     return {
         "type": "private_file",
         "private_file": {

@@ -14,6 +14,12 @@ Rules (genspark-protocol.md §1.3, §4.2; openai-compat.md §1b, §5 item 2):
   ACCOUNT_DEAD disables it until its `GS_COOKIE` entry changes (deanxv brought dead cookies back
   silently every day at 17:05, §1.3; we don't); UPSTREAM_WIDE and REQUEST cost nothing.
 * A cooldown never shortens another: the later end wins.
+
+Operators change the pool at run time too (the admin API and page): add, remove, disable and
+enable, revive a dead cookie, reset a cooldown, set a cookie's proxy and label, store a probe's
+result. Each mutation calls `_changed(key)`, which tells every listener (the SQLite store persists
+state through this hook). A configuration line (`GS_COOKIE`, `GS_COOKIE_FILE`) may carry a proxy
+and a label: `cookie | proxy=socks5://host:1080 | label=alice` (a tab works as the separator too).
 """
 
 from __future__ import annotations
@@ -21,15 +27,36 @@ from __future__ import annotations
 import enum
 import hashlib
 import itertools
+import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
 
-from ..redact import mask_cookie
+from ..redact import mask_cookie, mask_proxy
+from ..upstream.account import AccountProbe
 from ..upstream.classify import BLAMELESS_KINDS, Failure, FailureKind
 
 SESSION_ID = "session_id="
 KEY_LENGTH = 12
+
+# A configuration line: `cookie | proxy=… | label=…`. The separator is ` | ` (with the spaces) or a
+# tab: a bare `|` can occur inside the value of some browser cookie, a spaced one does not. A line
+# that starts with `|` has no cookie at all.
+SPEC_SEPARATOR = re.compile(r"\s*\t\s*|\s+\|\s+|^\|\s*")
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+DIRECT = "direct"            # `proxy=direct`: this cookie connects without PROXY_URL
+LABEL_MAX = 64
+PROBE_NOT_LOGGED_IN = "account_not_logged_in"
+DISABLED_BY_OPERATOR = "disabled_by_operator"
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+UNSET: Final = _Unset.UNSET  # "leave as it is", distinct from None ("clear it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +102,12 @@ class CookieState(enum.StrEnum):
     HEALTHY = "healthy"
     COOLING = "cooling"
     DEAD = "dead"
+    DISABLED = "disabled"   # by an operator; its cooldown and death are kept underneath
+
+
+class CookieOrigin(enum.StrEnum):
+    CONFIG = "config"       # GS_COOKIE / GS_COOKIE_FILE: leaves the pool when its line does
+    ADMIN = "admin"         # added at run time: survives reloads of the configuration
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +151,92 @@ class CookieStatus:
     last_used: float | None
     last_error_detail: str | None
     substitutions: dict[str, int] = field(default_factory=dict)
+    label: str | None = None
+    proxy: str | None = None        # the cookie's own proxy (password masked), "direct", None = PROXY_URL
+    origin: CookieOrigin = CookieOrigin.CONFIG
+    probe: AccountProbe | None = None
+    dead: bool = False              # also while disabled (the state then says disabled)
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSpec:
+    """One configuration entry, parsed: the Cookie header, its proxy and label, and the raw text
+    (so a reload can tell an edited line from an unchanged one)."""
+
+    cookie: str = field(repr=False)
+    proxy: str | None = None
+    label: str | None = None
+    line: str = field(default="", repr=False)
+
+
+def check_proxy_url(url: str) -> str:
+    """A per-cookie proxy: `http`, `https`, `socks5` or `socks5h` with a host, or `direct`."""
+    url = url.strip()
+    if url.lower() == DIRECT:
+        return DIRECT
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("the proxy is not a URL") from None
+    if parts.scheme.lower() not in PROXY_SCHEMES or not parts.hostname:
+        raise ValueError(f"the proxy must be {', '.join(PROXY_SCHEMES)}://host:port (or 'direct')")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("the proxy URL must not have a path, query or fragment")
+    return url
+
+
+def check_label(label: str) -> str | None:
+    """A cookie's label: up to 64 printable characters, without `|`; empty = no label."""
+    label = label.strip()
+    if not label:
+        return None
+    if len(label) > LABEL_MAX or "|" in label or not label.isprintable():
+        raise ValueError(f"a label is at most {LABEL_MAX} printable characters without '|'")
+    return label
+
+
+def parse_cookie_spec(entry: str) -> CookieSpec | None:
+    """`cookie[ | proxy=URL][ | label=TEXT]` -> CookieSpec; None for an empty entry.
+
+    Raises ValueError (with the cookie masked) for an unknown field, a bad proxy or label: a
+    cookie meant to go through a proxy must never silently go without it.
+    """
+    line = entry.strip()
+    head, *fields = SPEC_SEPARATOR.split(line)
+    cookie = normalize_cookie_entry(head)
+    if cookie is None:
+        if fields:
+            raise ValueError("an entry with proxy= or label= has no cookie")
+        return None
+    proxy: str | None = None
+    label: str | None = None
+    for raw in fields:
+        name, sep, value = raw.strip().partition("=")
+        name = name.strip().lower()
+        try:
+            if sep and name == "proxy":
+                proxy = check_proxy_url(value)
+            elif sep and name == "label":
+                label = check_label(value)
+            else:
+                raise ValueError(f"unknown field {name[:20]!r}: use proxy=URL or label=TEXT")
+        except ValueError as exc:
+            raise ValueError(f"cookie {mask_cookie(cookie)}: {exc}") from None
+    return CookieSpec(cookie, proxy, label, line)
+
+
+def parse_cookie_specs(entries: Iterable[str]) -> list[CookieSpec]:
+    """Every non-empty entry parsed; the first bad one raises ValueError naming its number."""
+    specs = []
+    for number, entry in enumerate(entries, 1):
+        try:
+            spec = parse_cookie_spec(entry)
+        except ValueError as exc:
+            raise ValueError(f"cookie entry #{number}: {exc}") from None
+        if spec is not None:
+            specs.append(spec)
+    return specs
 
 
 # Attributes a pool entry may carry beyond its state (the admin API's per-cookie settings); saved
@@ -145,6 +264,10 @@ class SavedCookie:
     last_error_detail: str | None = None
     substitutions: dict[str, int] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+    origin: str = CookieOrigin.CONFIG.value
+    # The cookie text, only for cookies an operator added at run time: no configuration holds
+    # them, so without it they would not come back after a restart.
+    cookie: str | None = field(default=None, repr=False)
 
 
 def cookie_fingerprint(cookie: str) -> str:
@@ -202,11 +325,34 @@ class _Cookie:
     last_error_detail: str | None = None
     substitutions: dict[str, int] = field(default_factory=dict)   # "asked -> served": answers (§12.8.3)
     consecutive_substitutions: int = 0
+    disabled: bool = False             # by an operator
+    label: str | None = None
+    proxy: str | None = None
+    origin: CookieOrigin = CookieOrigin.CONFIG
+    line: str = field(default="", repr=False)   # the configuration text it came from
+    probe: AccountProbe | None = None
 
     def state(self, now: float) -> CookieState:
+        if self.disabled:
+            return CookieState.DISABLED
         if self.dead:
             return CookieState.DEAD
         return CookieState.COOLING if self.until > now else CookieState.HEALTHY
+
+    @property
+    def alive(self) -> bool:
+        return not (self.dead or self.disabled)
+
+    def take_cookie(self, cookie: str) -> None:
+        """A new cookie text for the same account: a new login, so a dead entry is a fresh start."""
+        if cookie == self.cookie:
+            return
+        self.cookie = cookie
+        self.masked = mask_cookie(cookie)
+        if self.dead:
+            self.dead = False
+            self.reason = None
+            self.consecutive_failures = 0
 
 
 class CookiePool:
@@ -224,9 +370,17 @@ class CookiePool:
         self._cookies: dict[str, _Cookie] = {}
         self._tokens = itertools.count(1)
         self._uses = itertools.count(1)
-        # Observers of state changes, called with the cookie's key (the store, the admin page).
+        # Keys an operator removed, with the configuration line they had: a reload does not bring
+        # one back until its line changes (a new login pasted).
+        self._removed: dict[str, str] = {}
+        # The proxies of removed cookies, for their leases still in flight (their downloads too).
+        self._former_proxies: dict[str, str | None] = {}
         self.listeners: list[Callable[[str], None]] = []
         self.reload(entries)
+
+    def _changed(self, key: str) -> None:
+        for listener in self.listeners:
+            listener(key)
 
     def __len__(self) -> int:
         return len(self._cookies)
@@ -286,12 +440,15 @@ class CookiePool:
         if entry is None or lease.token not in entry.leases:
             return
         self._settle(entry, lease, failure, cancelled)
-        self._changed(entry.key)
 
     def _settle(self, entry: _Cookie, lease: Lease, failure: Failure | None, cancelled: bool) -> None:
         entry.leases.discard(lease.token)
         entry.in_flight -= 1
         entry.capped_in_flight -= lease.capped
+        self._record_outcome(entry, lease, failure, cancelled=cancelled)
+        self._changed(entry.key)
+
+    def _record_outcome(self, entry: _Cookie, lease: Lease, failure: Failure | None, *, cancelled: bool) -> None:
         if entry.cookie != lease.cookie or cancelled:
             return
         if failure is None:
@@ -326,21 +483,6 @@ class CookiePool:
             entry.until, entry.reason, entry.last_error_detail = until, code, detail
             self._changed(key)
 
-    def revive(self, key: str) -> bool:
-        """An operator brings a cookie back: no longer dead, no cooldown, failure run reset.
-        False when no cookie has this key. Counters and history stay."""
-        entry = self._cookies.get(key)
-        if entry is None:
-            return False
-        entry.dead, entry.until, entry.reason, entry.consecutive_failures = False, 0.0, None, 0
-        self._changed(key)
-        return True
-
-    def _changed(self, key: str) -> None:
-        """Tell every listener that the cookie `key` changed (or left the pool)."""
-        for listener in self.listeners:
-            listener(key)
-
     def note_served(self, key: str, requested: str, served: str, *, substituted: bool) -> int:
         """Record which model really answered on a cookie (§12.8.3); returns the cookie's run of
         consecutive substituted answers (0 after an honoured one)."""
@@ -366,9 +508,11 @@ class CookiePool:
         """
         if not self._cookies:
             return PoolUnavailable("empty", None, "No Genspark cookies are configured (GS_COOKIE / GS_COOKIE_FILE).")
-        alive = [c for c in self._cookies.values() if not c.dead]
+        alive = [c for c in self._cookies.values() if c.alive]
         if not alive:
-            reasons = ", ".join(sorted({c.reason or "disabled" for c in self._cookies.values()}))
+            reasons = ", ".join(sorted({
+                DISABLED_BY_OPERATOR if c.disabled else (c.reason or "disabled") for c in self._cookies.values()
+            }))
             return PoolUnavailable(
                 "dead",
                 None,
@@ -394,34 +538,177 @@ class CookiePool:
     def reload(self, entries: Iterable[str]) -> tuple[int, int]:
         """Replace the configured cookies; returns (added, removed).
 
-        Entries are normalised and collapse by account (session id). Kept cookies keep their
-        state and counters; a dead cookie comes back only when its entry text changed (a new
-        login pasted under the same key). Leases of removed cookies are ignored on release.
+        Entries are parsed (`parse_cookie_spec`; a bad one raises ValueError and changes nothing),
+        normalised and collapse by account (session id). Kept cookies keep their state and
+        counters; a dead cookie comes back only when its entry text changed (a new login pasted
+        under the same key). A line's proxy and label apply when the line is new or edited, so a
+        proxy or label an operator set lasts until someone edits that line. Cookies an operator
+        added stay; one an operator removed stays out while its line is unchanged. Leases of
+        removed cookies are ignored on release.
         """
+        specs = parse_cookie_specs(entries)
         fresh: dict[str, _Cookie] = {}
-        for raw in entries:
-            cookie = normalize_cookie_entry(raw)
-            if cookie is None:
-                continue
-            key = cookie_key(cookie)
+        for spec in specs:
+            key = cookie_key(spec.cookie)
             if key in fresh:
                 continue  # a duplicate: the first entry wins
-            entry = self._cookies.get(key) or _Cookie(key, cookie, mask_cookie(cookie))
-            if entry.cookie != cookie:
-                entry.cookie = cookie
-                entry.masked = mask_cookie(cookie)
-                if entry.dead:
-                    entry.dead = False
-                    entry.reason = None
-                    entry.consecutive_failures = 0
+            if self._removed.get(key) == spec.line:
+                continue
+            self._removed.pop(key, None)
+            self._former_proxies.pop(key, None)
+            entry = self._cookies.get(key)
+            if entry is None:
+                entry = _Cookie(key, spec.cookie, mask_cookie(spec.cookie), proxy=spec.proxy, label=spec.label, line=spec.line)
+            else:
+                entry.take_cookie(spec.cookie)
+                if entry.line != spec.line:
+                    entry.proxy, entry.label, entry.line = spec.proxy, spec.label, spec.line
+                entry.origin = CookieOrigin.CONFIG
             fresh[key] = entry
-        added = sum(1 for key in fresh if key not in self._cookies)
-        removed = sum(1 for key in self._cookies if key not in fresh)
-        before = list(self._cookies)
+        for key, entry in self._cookies.items():
+            if key not in fresh and entry.origin is CookieOrigin.ADMIN:
+                fresh[key] = entry
+        added = [key for key in fresh if key not in self._cookies]
+        removed = [key for key in self._cookies if key not in fresh]
+        for key in removed:
+            self._former_proxies[key] = self._cookies[key].proxy
         self._cookies = fresh
-        for key in dict.fromkeys([*before, *fresh]):
+        for key in (*added, *removed, *(k for k in fresh if k not in added)):
             self._changed(key)
-        return added, removed
+        return len(added), len(removed)
+
+    # -------------------------------------------------------------------------- operator actions
+
+    def add(
+        self, entries: Iterable[str], *, proxy: str | None | _Unset = UNSET, label: str | None | _Unset = UNSET
+    ) -> list[tuple[str, str]]:
+        """Add cookies at run time (a pasted list, one per entry; each may carry `| proxy=…`).
+
+        Returns `(key, outcome)` per account: "added"; "updated" (a known account with a new cookie
+        text: a new login, so a dead one is a fresh start); "unchanged". `proxy` / `label`, when
+        given, apply to every entry (over the entries' own). Raises ValueError on a bad entry,
+        before anything changes.
+        """
+        if proxy is not UNSET and proxy is not None:
+            proxy = check_proxy_url(proxy)
+        if label is not UNSET and label is not None:
+            label = check_label(label)
+        results: dict[str, str] = {}
+        for spec in parse_cookie_specs(entries):
+            key = cookie_key(spec.cookie)
+            if key in results:
+                continue
+            entry = self._cookies.get(key)
+            if entry is None:
+                entry = _Cookie(key, spec.cookie, mask_cookie(spec.cookie), origin=CookieOrigin.ADMIN)
+                entry.proxy, entry.label = spec.proxy, spec.label
+                self._cookies[key] = entry
+                self._removed.pop(key, None)
+                self._former_proxies.pop(key, None)
+                outcome = "added"
+            else:
+                outcome = "unchanged" if entry.cookie == spec.cookie else "updated"
+                entry.take_cookie(spec.cookie)
+                if spec.proxy is not None:
+                    entry.proxy = spec.proxy
+                if spec.label is not None:
+                    entry.label = spec.label
+            if proxy is not UNSET:
+                entry.proxy = proxy
+            if label is not UNSET:
+                entry.label = label
+            results[key] = outcome
+            self._changed(key)
+        return list(results.items())
+
+    def remove(self, key: str) -> bool:
+        """Take a cookie out of the pool; its leases in flight finish, their outcomes ignored."""
+        entry = self._cookies.pop(key, None)
+        if entry is None:
+            return False
+        if entry.origin is CookieOrigin.CONFIG:
+            self._removed[key] = entry.line
+        self._former_proxies[key] = entry.proxy
+        self._changed(key)
+        return True
+
+    def set_disabled(self, key: str, disabled: bool) -> bool:
+        """Disable (out of rotation, state kept underneath) or enable a cookie."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return False
+        entry.disabled = disabled
+        self._changed(key)
+        return True
+
+    def revive(self, key: str) -> bool:
+        """Bring a dead cookie back to healthy now (an operator knows the account works again):
+        a cooldown left from before it died ends too. An operator's disable stays."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return False
+        if entry.dead:
+            entry.dead = False
+            entry.until = 0.0
+            entry.reason = None
+            entry.consecutive_failures = 0
+        self._changed(key)
+        return True
+
+    def reset_cooldown(self, key: str) -> bool:
+        """End a cooldown now; the escalation of repeated failures starts over too."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return False
+        entry.until = 0.0
+        entry.consecutive_failures = 0
+        if not entry.dead:
+            entry.reason = None
+        self._changed(key)
+        return True
+
+    def configure(self, key: str, *, proxy: str | None | _Unset = UNSET, label: str | None | _Unset = UNSET) -> bool:
+        """Set (or with None clear) a cookie's proxy and label; ValueError on a bad value."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return False
+        new_proxy = entry.proxy if proxy is UNSET else (None if proxy is None else check_proxy_url(proxy))
+        new_label = entry.label if label is UNSET else (None if label is None else check_label(label))
+        entry.proxy, entry.label = new_proxy, new_label
+        self._changed(key)
+        return True
+
+    def record_probe(self, key: str, probe: AccountProbe) -> bool:
+        """Keep a probe's result on the cookie. A session upstream no longer knows (§12.5 E24) is
+        dead, as a chat attempt would find; a probe that found it logged in revives nothing:
+        that stays the operator's call."""
+        entry = self._cookies.get(key)
+        if entry is None:
+            return False
+        entry.probe = probe
+        if probe.logged_in is False:
+            entry.dead = True
+            entry.reason = PROBE_NOT_LOGGED_IN
+            entry.last_error_detail = probe.error or "The account probe found the session logged out."
+        self._changed(key)
+        return True
+
+    def proxy_for(self, cookie: str) -> str | None:
+        """The proxy configured for this cookie's account (None = PROXY_URL, `direct` = none)."""
+        key = cookie_key(cookie)
+        entry = self._cookies.get(key)
+        if entry is not None:
+            return entry.proxy
+        return self._former_proxies.get(key)
+
+    def now(self) -> float:
+        """The pool's clock (unix seconds), for views that show how long a cooldown has left."""
+        return self._clock()
+
+    def cookie_of(self, key: str) -> str | None:
+        """The Cookie header of a pool entry (for a probe; never shown)."""
+        entry = self._cookies.get(key)
+        return entry.cookie if entry is not None else None
 
     # -------------------------------------------------------------------------- persistence
 
@@ -431,16 +718,22 @@ class CookiePool:
         if c is None:
             return None
         extra = {name: getattr(c, name) for name in EXTRA_ATTRIBUTES if hasattr(c, name)}
+        admin = c.origin is CookieOrigin.ADMIN
         return SavedCookie(c.key, cookie_fingerprint(c.cookie), c.dead, c.until, c.reason, c.successes, c.failures,
-                           c.consecutive_failures, c.last_used, c.last_error_detail, dict(c.substitutions), extra)
+                           c.consecutive_failures, c.last_used, c.last_error_detail, dict(c.substitutions), extra,
+                           c.origin.value, c.cookie if admin else None)
 
     def restore(self, saved: SavedCookie) -> str | None:
         """Take back a stored state at start, for a cookie still configured.
 
         Returns None when the key is not in the pool, "revived" when the stored cookie was dead but
-        its entry has changed since (a new login), else "restored".
+        its entry has changed since (a new login), else "restored". A cookie an operator added at
+        run time (stored with its text) joins the pool again first.
         """
         entry = self._cookies.get(saved.key)
+        if entry is None and saved.origin == CookieOrigin.ADMIN.value and saved.cookie:
+            self.add([saved.cookie])
+            entry = self._cookies.get(saved.key)
         if entry is None:
             return None
         entry.until, entry.reason = saved.until, saved.reason
@@ -473,31 +766,43 @@ class CookiePool:
     def earliest_recovery(self) -> float | None:
         """When the first cooling cookie becomes usable again (unix seconds); None if none cools."""
         now = self._clock()
-        ends = [c.until for c in self._cookies.values() if not c.dead and c.until > now]
+        ends = [c.until for c in self._cookies.values() if c.alive and c.until > now]
         return min(ends, default=None)
 
     def snapshot(self) -> list[CookieStatus]:
         now = self._clock()
-        out = []
-        for c in self._cookies.values():
-            state = c.state(now)
-            out.append(
-                CookieStatus(
-                    key=c.key,
-                    masked=c.masked,
-                    state=state,
-                    reason=c.reason if state is not CookieState.HEALTHY else None,
-                    until=c.until if state is CookieState.COOLING else None,
-                    in_flight=c.in_flight,
-                    successes=c.successes,
-                    failures=c.failures,
-                    consecutive_failures=c.consecutive_failures,
-                    last_used=c.last_used,
-                    last_error_detail=c.last_error_detail,
-                    substitutions=dict(c.substitutions),
-                )
-            )
-        return out
+        return [self._status(c, now) for c in self._cookies.values()]
+
+    def status(self, key: str) -> CookieStatus | None:
+        entry = self._cookies.get(key)
+        return None if entry is None else self._status(entry, self._clock())
+
+    @staticmethod
+    def _status(c: _Cookie, now: float) -> CookieStatus:
+        state = c.state(now)
+        if state is CookieState.DISABLED:
+            reason = DISABLED_BY_OPERATOR
+        else:
+            reason = c.reason if state is not CookieState.HEALTHY else None
+        return CookieStatus(
+            key=c.key,
+            masked=c.masked,
+            state=state,
+            reason=reason,
+            until=c.until if c.until > now and not c.dead else None,
+            in_flight=c.in_flight,
+            successes=c.successes,
+            failures=c.failures,
+            consecutive_failures=c.consecutive_failures,
+            last_used=c.last_used,
+            last_error_detail=c.last_error_detail,
+            substitutions=dict(c.substitutions),
+            label=c.label,
+            proxy=mask_proxy(c.proxy) if c.proxy else None,
+            origin=c.origin,
+            probe=c.probe,
+            dead=c.dead,
+        )
 
     def summary(self) -> str:
         """One line per cookie, masked, for the start-up log."""
@@ -509,7 +814,9 @@ class CookiePool:
             line = f"#{number} {status.key} {status.masked}: {status.state}"
             if status.state is CookieState.COOLING and status.until is not None:
                 line += f" for {status.until - now:.0f} s ({status.reason})"
-            elif status.state is CookieState.DEAD:
+            elif status.state in (CookieState.DEAD, CookieState.DISABLED):
                 line += f" ({status.reason})"
+            if status.label:
+                line += f" [{status.label}]"
             lines.append(line)
         return "\n".join(lines)

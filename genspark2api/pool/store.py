@@ -20,7 +20,9 @@ Rules:
   (`fetch`), after the pending writes were consulted so a `put` is visible at once.
 * Partial rows: an upsert writes only the columns it names, so another writer (the admin API's
   `label`, `proxy`, `disabled`) and the pool's own row never overwrite each other's columns.
-* No secrets at rest: cookies are stored by key and fingerprint, never their text; media links
+* No secrets at rest beyond what the configuration holds: cookies are stored by key and
+  fingerprint, never their text, except those an operator added through the admin API (nothing
+  else holds them; the file is created 0600); media links
   by the sha256 of their capability token.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -65,6 +68,7 @@ CREATE TABLE IF NOT EXISTS cookies (
     key TEXT PRIMARY KEY,              -- pool.cookies.cookie_key: a hash of the session id
     fingerprint TEXT NOT NULL DEFAULT '', -- a hash of the whole entry: a changed entry revives a dead cookie
     origin TEXT NOT NULL DEFAULT 'config', -- 'config' rows leave with their GS_COOKIE entry; others are the admin's
+    cookie TEXT,                       -- the text of an admin-added cookie only (no configuration holds it)
     dead INTEGER NOT NULL DEFAULT 0,
     until REAL NOT NULL DEFAULT 0,     -- end of the cooldown, unix seconds
     reason TEXT,
@@ -297,6 +301,9 @@ def _write(connection: sqlite3.Connection, table: str, key: str, pending: _Pendi
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        # Owner-only from the first byte: it may hold cookies an operator added at run time.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     connection.isolation_level = ""   # `with connection:` wraps a transaction (deferred BEGIN)
     connection.execute("PRAGMA synchronous=NORMAL")   # WAL: durable at each checkpoint, never corrupt
@@ -456,6 +463,7 @@ def cookie_row(saved: SavedCookie, now: float) -> Row:
         "reason": saved.reason, "successes": saved.successes, "failures": saved.failures,
         "consecutive_failures": saved.consecutive_failures, "last_used": saved.last_used,
         "last_error": saved.last_error_detail, "substitutions": json_text(saved.substitutions), "updated": now,
+        "origin": saved.origin, "cookie": saved.cookie,
     }
     for name, value in saved.extra.items():
         row[name] = int(value) if isinstance(value, bool) else value
@@ -475,6 +483,7 @@ def saved_cookie(row: Row) -> SavedCookie:
         failures=int(row.get("failures") or 0), consecutive_failures=int(row.get("consecutive_failures") or 0),
         last_used=row.get("last_used"), last_error_detail=row.get("last_error"),
         substitutions={str(k): int(v) for k, v in substitutions.items() if isinstance(v, int)}, extra=extra,
+        origin=row.get("origin") or "config", cookie=row.get("cookie"),
     )
 
 
@@ -487,13 +496,14 @@ def attach_pool(store: StateStore, pool: CookiePool, clock: Callable[[], float] 
     restored: list[str] = []
     kept = {s.key for s in pool.snapshot()}
     for row in store.rows("cookies"):
-        if row["key"] not in kept:
-            if (row.get("origin") or "config") == "config":
-                store.delete("cookies", row["key"])   # its GS_COOKIE entry was removed
+        admin = (row.get("origin") or "config") != "config"
+        if row["key"] not in kept and not (admin and row.get("cookie")):
+            store.delete("cookies", row["key"])   # its GS_COOKIE entry was removed
             continue
-        outcome = pool.restore(saved_cookie(row))
+        outcome = pool.restore(saved_cookie(row))   # an admin-added cookie joins again here
         if outcome is not None:
             restored.append(outcome)
+    kept = {s.key for s in pool.snapshot()}
 
     def save(key: str) -> None:
         saved = pool.saved(key)

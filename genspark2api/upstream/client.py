@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import trio
 
+from ..redact import mask_proxy
 from ..settings import Settings
 from . import drift
 from .classify import Failure, FailureKind, classify_exception, classify_http
@@ -116,15 +117,15 @@ class UpstreamStream:
 
 
 def upstream_transport(
-    settings: Settings, given: httpx.AsyncBaseTransport | None, limits: httpx.Limits
+    settings: Settings, given: httpx.AsyncBaseTransport | None, limits: httpx.Limits, proxy: str | None
 ) -> tuple[httpx.AsyncBaseTransport | None, str | None]:
     """The transport under the client and the proxy httpx itself should use.
 
-    `UPSTREAM_TRANSPORT=browser` carries `PROXY_URL` inside (libcurl speaks http and socks5 proxies
-    itself); `UPSTREAM_RECORD_DIR` wraps whichever transport it is, so the recording sees the wire
-    bytes of both. With neither, httpx builds its own transport as it always did.
+    `proxy` is `PROXY_URL` or a cookie's own proxy (None = direct). `UPSTREAM_TRANSPORT=browser`
+    carries it inside (libcurl speaks http and socks5 proxies itself); `UPSTREAM_RECORD_DIR` wraps
+    whichever transport it is, so the recording sees the wire bytes of both. With neither, httpx
+    builds its own transport as it always did.
     """
-    proxy = settings.proxy_url or None
     inner = given
     if inner is None and settings.upstream_transport == "browser":
         from .browser import BrowserTransport  # curl_cffi only when asked for
@@ -139,32 +140,82 @@ def upstream_transport(
     return inner, proxy
 
 
+ProxyOf = Callable[[str], "str | None"]
+DIRECT = "direct"  # a cookie's proxy setting meaning "no proxy, not even PROXY_URL"
+
+
+def _no_proxy_of_its_own(cookie: str) -> str | None:
+    return None
+
+
 class GensparkClient:
-    """Talks to `GENSPARK_BASE_URL` (and the reCAPTCHA service) on behalf of one cookie at a time."""
+    """Talks to `GENSPARK_BASE_URL` (and the reCAPTCHA service) on behalf of one cookie at a time.
+
+    Per-cookie proxies: `proxy_of(cookie)` (the pool's `proxy_for`, set by the runtime) names the
+    cookie's own proxy, None for `PROXY_URL`, or `direct`. Each distinct proxy gets its own httpx
+    client, so its own connection pool, made on first use and closed by `aclose`; a connection is
+    therefore never shared between two egress routes. A transport handed in (tests, replay)
+    carries every call: there is no proxy to choose then.
+    """
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = settings.base_url
         self.recaptcha_url = settings.recaptcha_proxy_url
         self.timezone = settings.timezone
+        self._settings = settings
+        self._given = transport
+        self._default_proxy = settings.proxy_url or None
+        self.proxy_of: ProxyOf = _no_proxy_of_its_own
+        self.transport_name = "custom" if transport is not None else settings.upstream_transport
+        self._http = self._build(self._default_proxy)
+        self._by_proxy: dict[str, httpx.AsyncClient] = {}
+        self._closed = False
+        # The reCAPTCHA service is called without the egress proxy (§1.1) and with a short deadline.
+        self._side = httpx.AsyncClient(timeout=httpx.Timeout(20.0), transport=transport, follow_redirects=True)
+
+    def _build(self, proxy: str | None) -> httpx.AsyncClient:
+        settings = self._settings
         timeout = httpx.Timeout(settings.connect_timeout, read=settings.idle_timeout, write=60.0, pool=30.0)
         # Every open SSE stream holds a pool slot (python-stack.md §4): size for many streams.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
-        upstream, proxy = upstream_transport(settings, transport, limits)
-        self.transport_name = "custom" if transport is not None else settings.upstream_transport
-        self._http = httpx.AsyncClient(
+        upstream, httpx_proxy = upstream_transport(settings, self._given, limits, proxy)
+        return httpx.AsyncClient(
             timeout=timeout,
             limits=limits,
-            proxy=proxy,
+            proxy=httpx_proxy,
             transport=upstream,
             follow_redirects=False,
             # §12.5 E22: without a User-Agent ask_proxy answers 400 'bad request cf'.
             headers={"User-Agent": settings.user_agent},
         )
-        # The reCAPTCHA service is called without the egress proxy (§1.1) and with a short deadline.
-        self._side = httpx.AsyncClient(timeout=httpx.Timeout(20.0), transport=transport, follow_redirects=True)
+
+    def _http_for(self, cookie: str | None) -> httpx.AsyncClient:
+        """The client whose egress route is this cookie's (the default one without a cookie)."""
+        if not cookie or self._given is not None or self._closed:
+            return self._http
+        wanted = self.proxy_of(cookie)
+        if wanted is None:
+            return self._http
+        proxy = None if wanted == DIRECT else wanted
+        if proxy == self._default_proxy:
+            return self._http
+        client = self._by_proxy.get(wanted)
+        if client is None:
+            client = self._by_proxy[wanted] = self._build(proxy)
+            log.info("upstream client for proxy %s opened", mask_proxy(wanted))
+        return client
+
+    @property
+    def proxies_open(self) -> list[str]:
+        """The per-cookie proxies with a client of their own (masked), for the status views."""
+        return [mask_proxy(p) for p in self._by_proxy]
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        self._closed = True
+        clients = [self._http, *self._by_proxy.values()]
+        self._by_proxy.clear()
+        for client in clients:
+            await client.aclose()
         await self._side.aclose()
 
     def same_origin(self, url: str) -> bool:
@@ -200,9 +251,10 @@ class GensparkClient:
         self, path: str, *, cookie: str, json: Any, referer: str = "/", accept: str = "text/event-stream"
     ) -> AsyncIterator[UpstreamStream]:
         """POST and hold the response open. Error bodies raise `UpstreamFailure` right away."""
-        request = self._http.build_request("POST", self.url(path), json=json, headers=self._headers(cookie, accept, referer))
+        http = self._http_for(cookie)
+        request = http.build_request("POST", self.url(path), json=json, headers=self._headers(cookie, accept, referer))
         try:
-            response = await self._http.send(request, stream=True)
+            response = await http.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
         try:
@@ -243,7 +295,8 @@ class GensparkClient:
     async def get_json(self, path: str, *, cookie: str, params: dict[str, str] | None = None) -> Any:
         """A small JSON GET (upload URL, project delete); failures are classified."""
         try:
-            response = await self._http.get(self.url(path), params=params, headers=self._headers(cookie, "application/json"))
+            response = await self._http_for(cookie).get(
+                self.url(path), params=params, headers=self._headers(cookie, "application/json"))
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
         body = response.content[:ERROR_BODY_CAP]
@@ -257,8 +310,11 @@ class GensparkClient:
                 Failure(FailureKind.NETWORK, "upstream_protocol_error", f"{path} answered non-JSON: {body[:160]!r}")
             ) from None
 
-    async def put_blob(self, url: str, data: bytes) -> None:
-        """§2.5 step 2: PUT the raw bytes to the signed blob URL, without the cookie."""
+    async def put_blob(self, url: str, data: bytes, *, cookie: str | None = None) -> None:
+        """§2.5 step 2: PUT the raw bytes to the signed blob URL, without the cookie.
+
+        `cookie` only chooses the egress route (the upload belongs to that account's request); it
+        is not sent."""
         headers = {
             "Accept": "*/*",
             "x-ms-blob-type": "BlockBlob",
@@ -269,7 +325,7 @@ class GensparkClient:
             "Sec-Fetch-Site": "cross-site",
         }
         try:
-            response = await self._http.put(url, content=data, headers=headers)
+            response = await self._http_for(cookie).put(url, content=data, headers=headers)
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
         if response.status_code >= 300:
@@ -283,7 +339,7 @@ class GensparkClient:
         if cookie and self.same_origin(url):
             headers["Cookie"] = cookie
         try:
-            async with self._http.stream("GET", url, headers=headers, follow_redirects=True) as response:
+            async with self._http_for(cookie).stream("GET", url, headers=headers, follow_redirects=True) as response:
                 if response.status_code >= 300:
                     raise UpstreamFailure(
                         Failure(FailureKind.NETWORK, "upstream_download_failed", f"download of {url} answered HTTP {response.status_code}")
@@ -304,7 +360,7 @@ class GensparkClient:
         if cookie and self.same_origin(url):
             headers["Cookie"] = cookie
         try:
-            async with self._http.stream("GET", url, headers=headers, follow_redirects=True) as response:
+            async with self._http_for(cookie).stream("GET", url, headers=headers, follow_redirects=True) as response:
                 yield response
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
