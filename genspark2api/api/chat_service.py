@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from ..errors import ApiError
 from ..pool.bindings import Binding
 from ..pool.cookies import Lease
 from ..pool.failover import Completed, Failed, RunItem, Won
+from ..requestctx import request_id
 from ..runtime import Runtime
 from ..upstream.catalog import served_matches
 from ..upstream.classify import Failure, FailureKind
@@ -92,7 +92,7 @@ class PreparedChat:
     binding: Binding | None
     pinned_project: str | None
     prompt_tokens: int
-    completion_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    completion_id: str = field(default_factory=lambda: "chatcmpl-" + request_id())
     created: int = field(default_factory=lambda: int(time.time()))
     project_id: str | None = None
     event_index: int | None = None           # ThreadPosition of the winning attempt
@@ -336,6 +336,8 @@ class ChatService:
 
     def finished(self, chat: PreparedChat, composer: AnswerComposer) -> None:
         """A successful answer: bind the conversation to its project, or delete the project."""
+        usage = self.usage(chat, composer)
+        self.rt.metrics.tokens(usage.prompt_tokens, usage.completion_tokens)
         if chat.lease is None or chat.project_id is None or chat.pinned_project is not None:
             return
         settings = self.settings
@@ -424,6 +426,7 @@ class ChatService:
                         raise item.error
                     held.append(item)
                     if not isinstance(item, Won | ProjectStarted | ModelsReported | ModelServed | UsageReported):
+                        self.rt.metrics.first_content()
                         break
         except BaseException:
             scope.cancel()
