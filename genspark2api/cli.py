@@ -1,8 +1,9 @@
 """Command line: `python genspark2api.py [--demo] [--host H] [--port P]`.
 
-hypercorn runs from code under trio (python-stack.md §3): one bind address, graceful shutdown on
-SIGTERM and SIGINT (also as PID 1 in a container, where Python would otherwise ignore SIGTERM),
-SIGHUP re-reads `GS_COOKIE_FILE`.
+hypercorn runs from code under trio (python-stack.md §3): one bind address (and with
+`METRICS_BIND` a second listener serving only /metrics), graceful shutdown on SIGTERM and SIGINT
+(also as PID 1 in a container, where Python would otherwise ignore SIGTERM), SIGHUP re-reads
+`GS_COOKIE_FILE`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from functools import partial
 
 import trio
 from hypercorn.config import Config
 from hypercorn.logging import Logger
 from hypercorn.trio import serve
 
+from . import logs
 from .api import client_deadlines
 from .api.app import create_app
+from .api.observe import metrics_only_app
 from .core.media_links import MEDIA_PATH
 from .pool.cookies import parse_cookie_specs
 from .pool.store import StateStore, StoreError, open_store
@@ -72,10 +76,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             where = f"GS_COOKIE_FILE={settings.cookie_file!r}" if settings.cookie_file else "GS_COOKIE"
             print(f"genspark2api: {where}: {exc}", file=sys.stderr)
             return 2
-    logging.basicConfig(
-        level=logging.DEBUG if settings.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_format, debug=settings.debug)
     if not settings.debug:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
     for warning in deprecated_in(env):
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         if error is None:
             raise
         # One line like every other start error, not hypercorn's exception group.
-        print(f"genspark2api: cannot listen on {settings.host}:{settings.port}: {error.strerror or error}", file=sys.stderr)
+        where = f"{settings.host}:{settings.port}" + (f" or {settings.metrics_bind}" if settings.metrics_bind else "")
+        print(f"genspark2api: cannot listen on {where}: {error.strerror or error}", file=sys.stderr)
         return 2
     finally:
         store.close()  # normally closed by the app's shutdown already; a second close does nothing
@@ -160,7 +162,11 @@ def hypercorn_config(settings: Settings) -> Config:
     host = settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.logger_class = MaskingLogger
-    config.accesslog = "-" if settings.debug else None
+    if settings.debug:
+        # JSON lines need every line through our handler; text keeps hypercorn's own stdout lines.
+        config.accesslog = logging.getLogger("hypercorn.access") if settings.log_format == "json" else "-"
+    else:
+        config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, printed once
     config.graceful_timeout = GRACEFUL_TIMEOUT
     # Outlive the idle timeout of a reverse proxy in front. hypercorn's idle timer runs until a
@@ -192,15 +198,25 @@ async def run(settings: Settings, demo: bool, store: StateStore | None = None) -
             nursery.cancel_scope.cancel()  # stops the simulator of --demo too
 
         binds = await nursery.start(serve_then_stop)
+        if settings.metrics_bind:
+            metrics_config = Config()
+            metrics_config.bind = [settings.metrics_bind]
+            metrics_config.accesslog = None
+            metrics_config.errorlog = logging.getLogger("hypercorn.error")
+            # Ends with the nursery, which serve_then_stop cancels once the main server has stopped.
+            metrics_binds = await nursery.start(partial(serve, metrics_only_app(runtime.metrics), metrics_config,
+                                                        shutdown_trigger=trio.sleep_forever))
+            log.info("metrics for scrapers (no key): %s/metrics", metrics_binds[0] if metrics_binds else settings.metrics_bind)
         shown = binds[0] if binds else f"http://{settings.host}:{settings.port}"
         base = shown.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]") + settings.route_prefix + "/v1"
         # Never the key itself (the line above masks it too): the shell fills it in.
         auth = ' -H "Authorization: Bearer $API_SECRET"' if settings.api_secrets else ""
-        print(f"genspark2api is serving: base URL {base}", flush=True)
-        print(
+        # With LOG_FORMAT=json every line of the output is a JSON object: these become log lines.
+        say = log.info if settings.log_format == "json" else partial(print, flush=True)
+        say(f"genspark2api is serving: base URL {base}")
+        say(
             f"try: curl -s {base}/chat/completions -H 'Content-Type: application/json'{auth} "
-            "-d '{\"model\":\"claude-sonnet-4-6\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'",
-            flush=True,
+            "-d '{\"model\":\"claude-sonnet-4-6\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'"
         )
 
 
@@ -208,7 +224,7 @@ def announce(settings: Settings, runtime: Runtime, demo: bool) -> None:
     if not settings.api_secrets:
         log.warning("API_SECRET is not set: THE API IS OPEN TO ANYONE WHO CAN REACH THIS PORT")
     else:
-        log.info("API keys accepted: %s", ", ".join(mask_secret(s) for s in settings.api_secrets))
+        log.info("API keys accepted: %s", ", ".join(f"{k.name} {mask_secret(k.secret)}" for k in settings.client_keys))
     log.info("upstream %s, chat protocol %s, %d cookie(s):", settings.base_url, settings.chat_protocol, len(runtime.pool))
     for line in runtime.pool.summary().splitlines():
         log.info("  %s", line)

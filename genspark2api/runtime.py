@@ -2,7 +2,8 @@
 
 `Runtime` owns the upstream client, the cookie pool, the failover runner, the conversation
 bindings, the media links (media_links.py), the state store (pool/store.py: what survives a
-restart with DATA_DIR) and the stored responses, the token counter and the app's nursery, where
+restart with DATA_DIR) and the stored responses, the token counter, the metrics and the client
+keys' usage (metrics.py, client_keys.py) and the app's nursery, where
 background work runs with a deadline and its errors caught: an exception escaping into the app
 nursery would take the server down (python-stack.md §2.3).
 """
@@ -18,9 +19,11 @@ from pathlib import Path
 import httpx
 import trio
 
+from .client_keys import KeyUsage
 from .core.media_links import MediaLinks, attach_links
 from .core.usage import TokenCounter, default_data_dir
 from .errors import ApiError, upstream_error
+from .metrics import Metrics
 from .pool.bindings import ConversationBindings
 from .pool.cookies import CookiePool, CooldownPolicy
 from .pool.failover import FailoverRunner
@@ -77,11 +80,14 @@ class Runtime:
             cookie_entries(settings), clock=clock, policy=policy, max_in_flight=settings.cookie_max_in_flight
         )
         self.client.proxy_of = self.pool.proxy_for  # per-cookie proxies (GS_COOKIE_FILE `| proxy=…`)
+        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
+        self.key_usage = KeyUsage(settings.key_rpm_limits, clock=clock)
+        known_models = frozenset(m for m, _ in self.catalog.listed()) | frozenset(self.catalog.aliases())
+        self.metrics = Metrics(self.pool, self.key_usage, known_models)
         self.runner = FailoverRunner(
             self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after,
-            pool_wait=settings.pool_wait, clock=clock,
+            pool_wait=settings.pool_wait, clock=clock, observer=self.metrics,
         )
-        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
         self.bindings = ConversationBindings(clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.responses = ResponseStore(self.store, clock=clock)  # for the Responses door's previous_response_id

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from .client_keys import ClientKey, limits_by_key, parse_client_keys, parse_key_rpm
+
 log = logging.getLogger("genspark2api.settings")
 
 
@@ -47,6 +49,8 @@ DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/146.0.0.0 Safari/537.36"
 )
 UPSTREAM_TRANSPORTS = ("httpx", "browser")
+METRICS_MODES = ("off", "admin", "open")
+LOG_FORMATS = ("text", "json")
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -160,6 +164,24 @@ def _impersonate(name: str, raw: str) -> str:
     return value
 
 
+def _bind(name: str, raw: str) -> str:
+    """`host:port` (`[::1]:9100` for IPv6) of an extra listener; empty = none."""
+    value = raw.strip()
+    if not value:
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or (":" in host and not host.startswith("[")):
+        raise SettingsError(f"{name}={raw!r} is not a listen address; use host:port, e.g. 127.0.0.1:9100 or [::1]:9100")
+    return value
+
+
+def _key_rpm(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return parse_key_rpm(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} {exc}") from None
+
+
 def _model_chat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in _list(name, raw):
@@ -219,8 +241,12 @@ class Settings:
     port: int = setting("PORT", 7055, _int(0, 65535), "Listen port")
     debug: bool = setting("DEBUG", False, _bool, "Verbose logs (upstream events, never whole cookies)")
     route_prefix: str = setting("ROUTE_PREFIX", "", _route_prefix, "Serve /v1/... under /<prefix>/v1/...")
-    api_secrets: tuple[str, ...] = setting("API_SECRET", (), _list, "Comma list of accepted API keys; empty = open API")
-    admin_secret: str = setting("ADMIN_SECRET", "", _admin_secret, "Key of the admin API (/admin/api/...) and of the admin actions on the page at /; empty = admin off. Must differ from every API_SECRET")
+    api_secrets: tuple[str, ...] = setting("API_SECRET", (), _list, "Comma list of accepted API keys, each `name:key` or a plain key (named key1, key2, ...); empty = open API")
+    api_key_rpm: tuple[tuple[str, int], ...] = setting("API_KEY_RPM", (), _key_rpm, "Requests per minute per client key name: name=60,other=10 (`*` = every other key; 0 = no limit)")
+    admin_secret: str = setting("ADMIN_SECRET", "", _admin_secret, "Key of the admin API (/admin/api/...), the admin actions on the page at / and /metrics with METRICS=admin; empty = admin off. Must differ from every client key")
+    metrics: str = setting("METRICS", "admin", _choice(*METRICS_MODES), "/metrics on the main port: off, admin (needs ADMIN_SECRET) or open")
+    metrics_bind: str = setting("METRICS_BIND", "", _bind, "host:port of a second listener serving only /metrics, without a key (for scrapers)")
+    log_format: str = setting("LOG_FORMAT", "text", _choice(*LOG_FORMATS), "text (readable lines) or json (one object per line with the request id)")
     request_rate_limit: int = setting("REQUEST_RATE_LIMIT", 60, _int(0), "Requests per client IP per minute (0 = off)")
     ip_black_list: tuple[str, ...] = setting("IP_BLACK_LIST", (), _list, "Comma list of client IPs answered 403")
     trusted_proxy_hops: int = setting("TRUSTED_PROXY_HOPS", 0, _int(0, 10), "Reverse proxies in front (X-Forwarded-For hops to trust)")
@@ -300,8 +326,12 @@ class Settings:
         if "PROXY_SECRET" in env and "API_SECRET" not in env:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
         settings = cls(**values)
-        if settings.admin_secret and settings.admin_secret in settings.api_secrets:
-            raise SettingsError("ADMIN_SECRET must differ from every API_SECRET: a client key must not be able to change the pool")
+        try:
+            limits_by_key(settings.client_keys, settings.api_key_rpm)
+        except ValueError as exc:
+            raise SettingsError(f"API_SECRET / API_KEY_RPM: {exc}") from None
+        if settings.admin_secret and settings.admin_secret in {k.secret for k in settings.client_keys}:
+            raise SettingsError("ADMIN_SECRET is also a client key of API_SECRET; it must differ from every client key")
         if settings.upstream_transport == "browser":
             from .upstream.browser import (
                 check_available,  # curl_cffi only when asked for
@@ -309,6 +339,16 @@ class Settings:
 
             check_available(settings.upstream_impersonate)
         return settings
+
+    @property
+    def client_keys(self) -> tuple[ClientKey, ...]:
+        """`API_SECRET` as named keys (client_keys.py); checked once by `from_env`."""
+        return parse_client_keys(self.api_secrets)
+
+    @property
+    def key_rpm_limits(self) -> dict[str, int]:
+        """Each client key name's requests per minute (0 = no limit)."""
+        return limits_by_key(self.client_keys, self.api_key_rpm)
 
     @property
     def proxied_media(self) -> bool:

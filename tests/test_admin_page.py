@@ -167,3 +167,17 @@ async def test_drift_notices_show_to_an_admin_only(make_service: ServiceFactory)
             admin = (await http.get("/")).text
     assert "<b>1</b>drift notices" in anonymous and "brand_new_event" not in anonymous
     assert "brand_new_event" in admin and "ok-very-secret-id" not in admin
+
+
+async def test_an_admin_sees_each_named_key_with_its_counts_never_the_key(make_service: ServiceFactory) -> None:
+    service = await make_service(ADMIN_SECRET=ADMIN, API_SECRET=f"alice:{CLIENT}", API_KEY_RPM="alice=100")
+    client = service.openai(api_key=CLIENT)
+    await client.chat.completions.create(model="gpt-5.4", messages=[{"role": "user", "content": "hi"}])
+    async with service.http() as http:
+        anonymous = (await http.get("/")).text
+        await logged_in(service, http)
+        page = (await http.get("/")).text
+    assert "id='key-usage'" not in anonymous
+    section = page[page.index("id='key-usage'"):]
+    assert "<code>alice</code>: 1 request(s), 0 over its limit" in section and "limit 100/min" in section
+    assert CLIENT not in page

@@ -215,7 +215,7 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
 def admin_api(runtime: Runtime, actions: AdminActions) -> Blueprint:
     settings = runtime.settings
     api = Blueprint("admin_api", "genspark2api.admin_api", url_prefix=settings.route_prefix + ADMIN_API_PATH)
-    client_keys = [s.encode() for s in settings.api_secrets]
+    client_keys = [k.secret.encode() for k in settings.client_keys]  # the keys of `name:key` entries
 
     @api.before_request
     async def admin_only() -> Response | None:

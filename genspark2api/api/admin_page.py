@@ -327,17 +327,17 @@ def _drift(view: PageView) -> str:
 
 
 def key_usage_section(runtime: Runtime) -> str:
-    # ---- LEAD: named API keys (issue #12, "Observability"). When `runtime.key_usage` exists with a
-    # `snapshot()`, wire its per-key request and token counters in here; until then this renders
-    # nothing. The generic rendering below is a stand-in for whatever shape that snapshot has.
-    usage = getattr(runtime, "key_usage", None)
-    if usage is None or not hasattr(usage, "snapshot"):
+    """Per client key (by name, never the key): requests, refusals by API_KEY_RPM, tokens."""
+    rows = runtime.key_usage.snapshot()
+    if not rows:
         return ""
-    snapshot = usage.snapshot()
-    rows = snapshot.items() if isinstance(snapshot, dict) else enumerate(snapshot)
-    items = "".join(f"<li><code>{esc(name)}</code>: {esc(value)}</li>" for name, value in rows)
+    items = "".join(
+        f"<li><code>{esc(r.name)}</code>: {r.requests} request(s), {r.rate_limited} over its limit, "
+        f"{r.prompt_tokens} prompt + {r.completion_tokens} completion tokens"
+        f"{f', limit {r.requests_per_minute}/min' if r.requests_per_minute else ''}</li>"
+        for r in rows
+    )
     return f"<h2>API keys</h2><ul id='key-usage'>{items}</ul>"
-    # ---- end of the named-key spot
 
 
 # ------------------------------------------------------------------------------ routes

@@ -1,8 +1,8 @@
 """The HTTP face: routes, auth, per-IP limits, CORS and OpenAI-shaped errors (thin on purpose).
 
 Every `/v1/...` route lives under `ROUTE_PREFIX` when it is set, and so does the admin API
-(`/admin/api/...`, admin_api.py); `/` (the page, admin_page.py) and `/healthz` answer at the root
-and under the prefix (HF Spaces probe the root, users may probe the prefix).
+(`/admin/api/...`, admin_api.py); `/` (the page, admin_page.py), `/healthz` and `/metrics` answer
+at the root and under the prefix (HF Spaces probe the root, users may probe the prefix).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from ..client_keys import ClientKey
 from ..core.chat import ChatService
 from ..core.media_links import MEDIA_PATH
 from ..errors import ApiError
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..requestctx import current_request
 from ..runtime import Runtime
 from ..upstream import drift
 from ..upstream.catalog import MODELS_CREATED, UnknownModel, owned_by
@@ -27,6 +30,7 @@ from .chat_completions import chat_completion_response
 from .chat_door import is_generation, model_not_found, parse_chat_request
 from .connection import ConnectionGuard
 from .generation_routes import generation_chat_completion, register_generation_routes
+from .observe import RequestObserver
 from .openai_types import ModelCard, ModelList, encoder, error_json
 from .ratelimit import RateLimiter, RecentRequests
 
@@ -95,10 +99,15 @@ def create_app(runtime: Runtime) -> QuartTrio:
     app.asgi_app = ConnectionGuard(
         app.asgi_app, drain_seconds=EARLY_ANSWER_DRAIN_SECONDS, stopping=runtime.stopping,
         large_body_slots=runtime.large_body_slots, large_body_bytes=LARGE_BODY_BYTES)  # type: ignore[method-assign]
+    app.asgi_app = RequestObserver(app.asgi_app, runtime.metrics)  # type: ignore[method-assign]  # observe.py
     chat = ChatService(runtime)
     limiter = RateLimiter(settings.request_rate_limit)
     recent = RecentRequests()  # the page's requests per minute
-    secrets = [s.encode() for s in settings.api_secrets]
+    client_keys = settings.client_keys
+    secrets = [(k, k.secret.encode()) for k in client_keys]
+    # API_KEY_RPM: one bucket set per key name, each with that key's own rate.
+    key_limiters = {name: RateLimiter(rpm) for name, rpm in settings.key_rpm_limits.items() if rpm > 0}
+    admin_secret = settings.admin_secret.encode()
     prefix = settings.route_prefix
     blocked = set(settings.ip_black_list)
     public_paths = tuple(prefix + p for p in PUBLIC_API_PATHS)
@@ -119,21 +128,33 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     # ------------------------------------------------------------------ guards
 
+    def bearer() -> bytes:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return token.strip().encode() if scheme.lower() == "bearer" else b""
+
+    def presented_key() -> ClientKey | None:
+        """The client key the request carries, or None."""
+        presented = bearer()
+        # Constant time whatever matches; every secret is compared.
+        found = None
+        for key, secret in secrets:
+            if hmac.compare_digest(presented, secret):
+                found = key
+        return found
+
     def key_presented() -> bool:
         """Whether the request carries one of the API keys (always True with an open API)."""
-        if not secrets:
-            return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
-        # Constant time whatever matches; every secret is compared.
-        ok = False
-        for secret in secrets:
-            ok |= hmac.compare_digest(presented, secret)
-        return ok
+        return not secrets or presented_key() is not None
+
+    def admin_presented() -> bool:
+        return bool(admin_secret) and hmac.compare_digest(bearer(), admin_secret)
 
     @app.before_request
     async def guard() -> Response | None:
+        ctx = current_request()
+        if ctx is not None and request.url_rule is not None:
+            rule = request.url_rule.rule
+            ctx.route = rule.removeprefix(prefix) or "/"  # a label without ROUTE_PREFIX
         if request.method == "OPTIONS":
             return Response("", status=204)
         ip = client_ip(settings.trusted_proxy_hops)
@@ -153,10 +174,23 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
         if secrets and not admin and not path.startswith(public_paths):
-            if not key_presented():
+            key = presented_key()
+            if key is None:
                 return error_response(ApiError(
                     401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>'.",
                     code="invalid_api_key",
+                ))
+            if ctx is not None:
+                ctx.key_name = key.name
+            key_limiter = key_limiters.get(key.name)
+            wait = key_limiter.hit(key.name) if key_limiter is not None else None
+            if wait is not None:
+                runtime.key_usage.refused(key.name)
+                rpm = settings.key_rpm_limits[key.name]
+                return error_response(ApiError(
+                    429, f"Too many requests with the API key {key.name!r} (API_KEY_RPM: {rpm}/min); "
+                    f"retry after {int(wait) + 1} s.", type="rate_limit_error", code="api_key_rate_limited",
+                    headers={"Retry-After": str(int(wait) + 1)},
                 ))
         return None
 
@@ -201,9 +235,26 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 "cooling": states.count("cooling"), "dead": states.count("dead")}
         return json_response(encoder.encode(body), 200 if ready else 503)
 
+    async def metrics() -> Response:
+        """Prometheus text format; METRICS says who may read it (METRICS_BIND serves it openly)."""
+        if settings.metrics == "off":
+            raise ApiError(404, "/metrics is off (METRICS=off); set METRICS=admin or open, or METRICS_BIND.",
+                           code="not_found")
+        if settings.metrics == "admin" and not admin_presented():
+            if not admin_secret:
+                raise ApiError(403, "/metrics needs the admin key, and ADMIN_SECRET is not set; set it, or "
+                               "METRICS=open, or METRICS_BIND for a scraper's listener.", code="admin_key_not_set")
+            if secrets and presented_key() is not None:
+                raise ApiError(403, "A client key cannot read /metrics; send 'Authorization: Bearer "
+                               "<ADMIN_SECRET>'.", type="permission_error", code="admin_key_required")
+            raise ApiError(401, "Invalid or missing admin key: send 'Authorization: Bearer <ADMIN_SECRET>'.",
+                           code="invalid_admin_key")
+        return Response(runtime.metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
     for root in ("", prefix) if prefix else ("",):
         app.add_url_rule(root + "/healthz", f"healthz{root}", healthz, methods=["GET"])
         app.add_url_rule(root + "/readyz", f"readyz{root}", readyz, methods=["GET"])
+        app.add_url_rule(root + "/metrics", f"metrics{root}", metrics, methods=["GET"])
     actions = AdminActions(runtime)
     # `/`: with API_SECRET and no ADMIN_SECRET, the page without the key shows counts only (issue #10
     # item 12); with ADMIN_SECRET, only an admin sees each cookie (issue #12).
@@ -238,6 +289,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     @api.post("/chat/completions")
     async def chat_completions() -> Response:
         params = await parse_body(lambda body: parse_chat_request(body, runtime.catalog))
+        ctx = current_request()
+        if ctx is not None:
+            ctx.model = params.route.requested  # a metrics label: Metrics bounds it to the catalogue
         if is_generation(params.route):  # an image or video model named in a chat request
             return await generation_chat_completion(runtime, params)
         return await chat_completion_response(runtime, chat, params)

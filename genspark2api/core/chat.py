@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from ..errors import ApiError
 from ..pool.bindings import Binding
 from ..pool.cookies import Lease
 from ..pool.failover import Completed, Failed, RunItem, Won
+from ..requestctx import request_id as current_request_id
 from ..runtime import Runtime
 from ..upstream.catalog import served_matches
 from ..upstream.classify import Failure, FailureKind
@@ -75,7 +75,7 @@ class PreparedChat:
     binding: Binding | None
     pinned_project: str | None
     prompt_tokens: int
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=current_request_id)   # the HTTP request's (requestctx.py)
     created: int = field(default_factory=lambda: int(time.time()))
     project_id: str | None = None
     event_index: int | None = None           # ThreadPosition of the winning attempt
@@ -369,8 +369,9 @@ class ChatService:
     def ending(self, chat: PreparedChat, composer: AnswerComposer) -> Finished:
         """The end of a successful answer; binds the conversation to its project on the way."""
         self.finished(chat, composer)
-        return Finished(composer.finish_reason, self.usage(chat, composer), composer.stop_sequence,
-                        tuple(composer.sources.values()))
+        usage = self.usage(chat, composer)
+        self.rt.metrics.tokens(usage.prompt_tokens, usage.completion_tokens)
+        return Finished(composer.finish_reason, usage, composer.stop_sequence, tuple(composer.sources.values()))
 
     # ------------------------------------------------------------------ answers
 
@@ -415,6 +416,7 @@ class ChatService:
                         raise item.error
                     held.append(item)
                     if not isinstance(item, Won | ProjectStarted | ModelsReported | ModelServed | UsageReported):
+                        self.rt.metrics.first_content()
                         break
         except BaseException:
             scope.cancel()

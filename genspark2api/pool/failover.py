@@ -23,7 +23,8 @@ one nursery:
   winner's events are held until it completes, so an answer that breaks off midway still moves
   to another cookie instead of failing the request.
 
-The outcome always goes down the channel as exactly one `Completed` or `Failed` item.
+The outcome always goes down the channel as exactly one `Completed` or `Failed` item. Each
+attempt's outcome, each failover and each hedge is also told to a `RunObserver` (the metrics).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -45,6 +47,30 @@ log = logging.getLogger("genspark2api.failover")
 
 Emit = Callable[[AnswerEvent], Awaitable[None]]
 Attempt = Callable[[Lease, Emit], Awaitable[None]]
+
+
+class RunObserver(Protocol):
+    """What the runner reports as it goes (metrics.py implements it; pool/ imports no metrics)."""
+
+    def attempt(self, outcome: str) -> None:
+        """One attempt ended: `success`, `cancelled`, or the FailureKind value of its failure."""
+
+    def failover(self) -> None:
+        """A request moved to another cookie after an attempt failed."""
+
+    def hedge(self) -> None:
+        """A second attempt started because the first stayed silent."""
+
+
+class _Unobserved:
+    def attempt(self, outcome: str) -> None:
+        pass
+
+    def failover(self) -> None:
+        pass
+
+    def hedge(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +120,10 @@ class _RunState:
 
 class FailoverRunner:
     def __init__(self, pool: CookiePool, *, max_attempts: int = 0, hedge_after: float = 0.0,
-                 pool_wait: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+                 pool_wait: float = 0.0, clock: Callable[[], float] = time.time,
+                 observer: RunObserver | None = None) -> None:
         self.pool = pool
+        self.observer: RunObserver = observer or _Unobserved()
         self.clock = clock
         self.max_attempts = max_attempts
         self.hedge_after = hedge_after
@@ -163,6 +191,7 @@ class FailoverRunner:
             if hedge:
                 log.info("hedging: second attempt on %s", lease.masked)
                 state.hedged_over.update(state.running)
+                self.observer.hedge()
             # Registered before the task runs, so the loop below never sees a gap.
             state.running[lease.token] = trio.CancelScope()
             nursery.start_soon(self._attempt, attempt, lease, send, state)
@@ -178,6 +207,7 @@ class FailoverRunner:
                 if not last.retry_elsewhere or not await start_next(False):
                     await send.send(Failed(self._exhausted(state)))
                     return
+                self.observer.failover()
                 continue
             timeout = math.inf
             if hedging and state.winner is None and len(state.running) == 1 and state.started < limit:
@@ -194,6 +224,7 @@ class FailoverRunner:
         held: list[AnswerEvent] = []
         committed = False  # this attempt's events go down the channel (no failover any more)
         released = False
+        outcome: str | None = None  # told to the observer once, in `finally`
         # Until its first answer-bearing event; lifted by emit.
         first_event = trio.CancelScope()
         if state.first_event_timeout > 0:
@@ -255,10 +286,12 @@ class FailoverRunner:
                     if not committed:
                         await commit()
                     release(None)
+                    outcome = "success"
                     await send.send(Completed())
                     state.done = True
                 except UpstreamFailure as exc:
                     failure = exc.failure
+                    outcome = failure.kind.value
                     log.warning("attempt on %s failed: %s (%s)", lease.masked, failure.code, failure.detail)
                     await failed(failure, blame_cookie=True)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -266,6 +299,7 @@ class FailoverRunner:
                     state.done = True
                 except Exception as exc:  # a bug of ours: never blame the cookie, never try all others
                     log.exception("attempt on %s crashed", lease.masked)
+                    outcome = "internal_error"
                     detail = f"internal error: {type(exc).__name__}: {exc}"
                     await failed(Failure(FailureKind.UPSTREAM_WIDE, "internal_error", detail), blame_cookie=False)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -273,8 +307,12 @@ class FailoverRunner:
         finally:
             if lease.token in state.hedged_over and state.winner is not None and state.winner is not lease:
                 # It stayed silent long enough to be hedged and then lost: evidence against it.
-                release(stalled(self.hedge_after, "a hedged attempt on another cookie answered first"))
+                stall = stalled(self.hedge_after, "a hedged attempt on another cookie answered first")
+                if not released:
+                    outcome = stall.kind.value
+                release(stall)
             release(None, cancelled=True)  # cancelled losers and cancelled requests: no outcome
+            self.observer.attempt(outcome or "cancelled")
             state.running.pop(lease.token, None)
             state.changed.set()
 
