@@ -23,6 +23,7 @@ from .errors import ApiError, upstream_error
 from .pool.bindings import ConversationBindings
 from .pool.cookies import CookiePool, CooldownPolicy
 from .pool.failover import FailoverRunner
+from .pool.response_store import ResponseStore
 from .settings import Settings
 from .upstream.catalog import Catalog
 from .upstream.client import GensparkClient
@@ -57,6 +58,7 @@ class Runtime:
         counter: TokenCounter | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.client = GensparkClient(settings, transport=transport)
         policy = CooldownPolicy(rate_limit_seconds=settings.rate_limit_lock, network_seconds=settings.network_cooldown)
         self.pool = CookiePool(
@@ -68,6 +70,9 @@ class Runtime:
         )
         self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
         self.bindings = ConversationBindings(clock=clock)
+        # api/responses.py: what `store` keeps for GET /v1/responses/{id} and previous_response_id.
+        self.responses = ResponseStore(max_entries=settings.responses_store_max,
+                                       max_bytes=settings.responses_store_max_bytes, clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
         self.nursery: trio.Nursery | None = None

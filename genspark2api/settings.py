@@ -268,6 +268,10 @@ class Settings:
     media_urls: str = setting("MEDIA_URLS", "auto", _choice(*MEDIA_URL_MODES), "upstream (Genspark's file URLs), proxy (links on this service) or auto: proxy on ai_chat, whose files need the session cookie (§12.7.4), upstream on copilot")
     public_base_url: str = setting("PUBLIC_BASE_URL", "", _public_base_url, "Base of proxied media links as clients see it; empty = from the request")
     media_link_ttl: float = setting("MEDIA_LINK_TTL", 86400.0, _seconds(1), "How long a proxied media link stays valid, seconds")
+    # Responses API (api/responses_door.py): stored responses for GET and previous_response_id
+    responses_store_max: int = setting("RESPONSES_STORE_MAX", 1000, _int(1), "Stored responses kept in memory (least recently used dropped first)")
+    responses_store_max_bytes: int = setting("RESPONSES_STORE_MAX_BYTES", 128 * 1024 * 1024, _int(1024), "Bytes of stored responses kept in memory in all (inputs with images count in full)")
+    responses_store_ttl: float = setting("RESPONSES_STORE_TTL", 86400.0, _seconds(1), "How long a stored response can be retrieved or continued, seconds")
 
     @classmethod
     def variables(cls) -> list[tuple[str, Var, Any]]:
