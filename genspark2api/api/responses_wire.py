@@ -62,6 +62,7 @@ OutputItem = Message | ReasoningItem | FunctionCall
 
 class InputTokensDetails(Struct):
     cached_tokens: int = 0
+    cache_write_tokens: int = 0   # required by the openai SDK's types since 3.x
 
 
 class OutputTokensDetails(Struct):
