@@ -267,7 +267,13 @@ async def test_a_failure_after_the_first_byte_is_response_failed_then_the_end(ma
 
 def _run_agent(base_url: str) -> tuple[str, list[str]]:
     """openai-agents is asyncio-only: it runs in a worker thread on its own loop, over real HTTP."""
-    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from agents import (
+        Agent,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
 
     set_tracing_disabled(True)
     cities: list[str] = []
