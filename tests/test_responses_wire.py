@@ -270,6 +270,14 @@ def test_strings_formats_choices_and_instructions() -> None:
     media = image.conversation.media
     assert [(m.kind, m.param) for m in media] == [("image", "input[0].content[1]"), ("file", "input[0].content[2]")]
     assert media[1].url.startswith("data:application/octet-stream;base64,") and media[1].filename == "a.pdf"
+    # An image a tool returned (Codex's view_image) follows the result as a user turn of its own.
+    shot = parse({"model": "gpt-5.4", "input": [
+        {"type": "function_call", "call_id": "call_v", "name": "view_image", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_v", "output": [
+            {"type": "input_text", "text": "ok"}, {"type": "input_image", "image_url": "https://e/x.png"}]}]})
+    assert [t.role for t in shot.conversation.turns] == ["assistant", "tool", "user"]
+    assert shot.conversation.turns[1].text == "ok"
+    assert [(m.url, m.param) for m in shot.conversation.media] == [("https://e/x.png", "input[1].output[1]")]
 
 
 @pytest.mark.parametrize(("body", "param"), [

@@ -377,8 +377,8 @@ def _check_parts(parts: str | list[ContentPart], where: str, role: str) -> None:
         if isinstance(part, InputAudio):
             raise bad_request(f"{param}: audio input is not supported by Genspark; send text, images or files.",
                               param=param, code="unsupported_content")
-        if isinstance(part, InputImage | InputFile) and role != "user":
-            raise bad_request(f"{param}: images and files are only accepted in user messages.",
+        if isinstance(part, InputImage | InputFile) and role not in ("user", "tool"):
+            raise bad_request(f"{param}: images and files are only accepted in user messages and tool outputs.",
                               param=param, code="invalid_value")
         if isinstance(part, InputImage) and not part.image_url:
             raise bad_request(
@@ -445,6 +445,12 @@ def turns_of(items: Sequence[Item], *, first_input: int = 0) -> list[Turn]:
                 turns.append(Turn("assistant", calls=(call,)))
         elif isinstance(item, FunctionCallOutput):
             turns.append(Turn("tool", _texts(item.output), call_id=item.call_id))
+            media = _user_parts(item.output, _where(k, first_input, "output")) if isinstance(item.output, list) else ()
+            media = tuple(p for p in media if isinstance(p, MediaRef))
+            if media:
+                # Genspark takes images and files in user turns only: a tool's (Codex's view_image,
+                # a computer-use screenshot) follow its result as a user turn of their own.
+                turns.append(Turn("user", (Text(f"The tool call {item.call_id} returned:"), *media)))
         elif item.role in ("system", "developer"):
             turns.append(Turn("system", _texts(item.content)))
         elif item.role == "assistant":
@@ -455,9 +461,12 @@ def turns_of(items: Sequence[Item], *, first_input: int = 0) -> list[Turn]:
             else:
                 turns.append(Turn("assistant", _texts(item.content)))
         else:
-            where = f"input[{k - first_input}].content" if k >= first_input else "previous_response_id"
-            turns.append(Turn("user", _user_parts(item.content, where)))
+            turns.append(Turn("user", _user_parts(item.content, _where(k, first_input, "content"))))
     return turns
+
+
+def _where(k: int, first_input: int, field: str) -> str:
+    return f"input[{k - first_input}].{field}" if k >= first_input else "previous_response_id"
 
 
 # ---------------------------------------------------------------- tools, format, reasoning
