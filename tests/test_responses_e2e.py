@@ -174,6 +174,26 @@ async def test_a_client_resending_its_history_with_store_false_continues_the_pro
         await client.responses.retrieve(first.id)   # store: false keeps nothing
 
 
+async def test_an_answer_of_text_a_call_and_more_text_is_one_turn_when_sent_back(
+    make_service: ServiceFactory, sim: Simulator
+) -> None:
+    """Text and a call: output items of one answer; resent, they continue its project."""
+    service = await make_service()
+    client = service.openai()
+    history: list[dict[str, Any]] = [{"role": "user", "content": "Use get_weather for Paris, in prose."}]
+    first = await client.responses.create(model=MODEL, input=history, tools=[WEATHER_TOOL], store=False)
+    kinds = [item.type for item in first.output]
+    assert kinds[:2] == ["message", "function_call"] and first.output[0].content[0].text
+    call = first.output[1]
+    history += [item.model_dump(exclude_none=True) for item in first.output]
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees and sunny"})
+    second = await client.responses.create(model=MODEL, input=history, tools=[WEATHER_TOOL], store=False)
+    assert "18 degrees and sunny" in second.output_text
+    _, two = asks(sim)
+    (project,) = sim.projects
+    assert two["project_id"] == project and len(contents(two)) == 1
+
+
 async def test_retrieve_list_input_items_and_delete(make_service: ServiceFactory) -> None:
     service = await make_service()
     client = service.openai()

@@ -330,6 +330,20 @@ def test_stored_items_read_back_as_the_same_turns() -> None:
     assert all(getattr(item, "id", None) for item in params.input_items)
 
 
+def test_assistant_items_in_a_row_are_one_turn() -> None:
+    params = parse({"model": "gpt-5.4", "input": [
+        {"role": "user", "content": "q"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me check. "}]},
+        {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done soon."}]},
+        {"type": "function_call", "call_id": "call_2", "name": "g", "arguments": "{\"a\":1}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "r1"},
+    ]})
+    _, answer, result = params.conversation.turns
+    assert answer.role == "assistant" and answer.text == "Let me check. Done soon."
+    assert [c.id for c in answer.calls] == ["call_1", "call_2"] and result.role == "tool"
+
+
 # ------------------------------------------------------------------------------ the store
 
 

@@ -429,20 +429,26 @@ def turns_of(items: Sequence[Item], *, first_input: int = 0) -> list[Turn]:
     """The conversation turns of normalised items (`items[first_input:]` are this request's
     `input`, the ones before it the stored thread, for the `param` of media errors).
 
-    An assistant message and the function calls right after it are one assistant turn (text,
-    then calls), as the answer that produced them was, and assistant messages in a row are one
-    text: the thread binding keys on the transcript, so the turn must read exactly as the answer
-    did when it was bound (the answer's text is the concatenation of its message items).
+    Assistant items in a row (messages and function calls) are one assistant turn: its text the
+    messages' texts joined as they came, then its calls. That is how the answer that produced
+    them reads (a message, a call, more text: one answer, the composer's whole text and its
+    calls), and the thread binding keys on exactly that transcript.
     """
     turns: list[Turn] = []
     for k, item in enumerate(items):
-        if isinstance(item, FunctionCall):
-            call = ToolCall(item.call_id, item.name, item.arguments)
-            if turns and turns[-1].role == "assistant":
-                last = turns[-1]
-                turns[-1] = Turn("assistant", last.parts, calls=(*last.calls, call))
+        if isinstance(item, FunctionCall | Message) and (isinstance(item, FunctionCall) or item.role == "assistant"):
+            previous = turns[-1] if turns and turns[-1].role == "assistant" else None
+            text = previous.text if previous is not None else ""
+            calls = previous.calls if previous is not None else ()
+            if isinstance(item, FunctionCall):
+                calls = (*calls, ToolCall(item.call_id, item.name, item.arguments))
             else:
-                turns.append(Turn("assistant", calls=(call,)))
+                text += Turn("assistant", _texts(item.content)).text
+            turn = Turn("assistant", (Text(text),) if text else (), calls=calls)
+            if previous is not None:
+                turns[-1] = turn
+            else:
+                turns.append(turn)
         elif isinstance(item, FunctionCallOutput):
             turns.append(Turn("tool", _texts(item.output), call_id=item.call_id))
             media = _user_parts(item.output, _where(k, first_input, "output")) if isinstance(item.output, list) else ()
@@ -453,13 +459,6 @@ def turns_of(items: Sequence[Item], *, first_input: int = 0) -> list[Turn]:
                 turns.append(Turn("user", (Text(f"The tool call {item.call_id} returned:"), *media)))
         elif item.role in ("system", "developer"):
             turns.append(Turn("system", _texts(item.content)))
-        elif item.role == "assistant":
-            previous = turns[-1] if turns else None
-            if previous is not None and previous.role == "assistant" and not previous.calls:
-                # Two messages of one answer (reasoning came between two runs of its text).
-                turns[-1] = text_turn("assistant", previous.text + Turn("assistant", _texts(item.content)).text)
-            else:
-                turns.append(Turn("assistant", _texts(item.content)))
         else:
             turns.append(Turn("user", _user_parts(item.content, _where(k, first_input, "content"))))
     return turns
