@@ -324,3 +324,13 @@ async def test_openai_agents_runs_a_function_tool(make_service: ServiceFactory, 
     (project,) = sim.projects
     assert one["project_id"] is None and two["project_id"] == project
     assert "18 degrees and sunny" in contents(two)[0] and WEATHER_ASK not in contents(two)[0]
+
+
+async def test_the_door_lives_under_the_route_prefix_behind_the_api_key(make_service: ServiceFactory) -> None:
+    service = await make_service(ROUTE_PREFIX="hf", API_SECRET="sk-right")
+    assert service.base.endswith("/hf/v1")
+    with pytest.raises(openai.AuthenticationError) as info:
+        await service.openai(api_key="sk-wrong").responses.create(model=MODEL, input="hi")
+    assert info.value.body["code"] == "invalid_api_key"
+    created = await service.openai(api_key="sk-right").responses.create(model=MODEL, input="hi")
+    assert (await service.openai(api_key="sk-right").responses.retrieve(created.id)).id == created.id
