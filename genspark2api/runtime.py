@@ -72,6 +72,7 @@ class Runtime:
         store: StateStore | None = None,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         # Opened first: a database that cannot be used stops the start (StoreError) before anything runs.
         self.store = store if store is not None else open_store(settings.data_dir, settings.data_dir_fallback)
         self.client = GensparkClient(settings, transport=transport)
@@ -90,7 +91,9 @@ class Runtime:
         )
         self.bindings = ConversationBindings(clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
-        self.responses = ResponseStore(self.store, clock=clock)  # for the Responses door's previous_response_id
+        # api/responses.py: what `store` keeps for GET /v1/responses/{id} and previous_response_id.
+        self.responses = ResponseStore(self.store, clock=clock, memory_max=settings.responses_store_max,
+                                       memory_bytes=settings.responses_store_max_bytes)
         # What came back from DATA_DIR, for the start-up log (cli.announce).
         self.restored = [self.store.description, attach_pool(self.store, self.pool, clock)]
         if self.store.persistent:

@@ -309,6 +309,10 @@ class Settings:
     # State
     data_dir: str = setting("DATA_DIR", "", _str, "Directory of the state database (genspark2api.sqlite3): cookie states, bindings, video jobs, media links and stored responses survive restarts; empty = memory only")
     data_dir_fallback: str = setting("DATA_DIR_FALLBACK", "fail", _choice(*DATA_DIR_FALLBACKS), "When the database in DATA_DIR cannot be used: fail (refuse to start) or memory (start memory-only, with a loud warning)")
+    # Responses API (api/responses_door.py): stored responses for GET and previous_response_id
+    responses_store_max: int = setting("RESPONSES_STORE_MAX", 1000, _int(1), "Stored responses held in memory (least recently used dropped first; with DATA_DIR all are also in the database)")
+    responses_store_max_bytes: int = setting("RESPONSES_STORE_MAX_BYTES", 128 * 1024 * 1024, _int(1024), "Bytes of stored responses kept in memory in all (inputs with images count in full)")
+    responses_store_ttl: float = setting("RESPONSES_STORE_TTL", 86400.0, _seconds(1), "How long a stored response can be retrieved or continued, seconds")
 
     @classmethod
     def variables(cls) -> list[tuple[str, Var, Any]]:

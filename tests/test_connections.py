@@ -108,7 +108,7 @@ async def test_401_before_the_body_then_a_good_request_on_the_same_socket(keyed:
 
 
 async def test_404_and_429_and_403_before_the_body_keep_the_connection_usable(make_service: ServiceFactory) -> None:
-    for env, path, status in [({}, "/v1/responses", 404), ({"REQUEST_RATE_LIMIT": "1"}, "/v1/chat/completions", 429),
+    for env, path, status in [({}, "/v1/embeddings", 404), ({"REQUEST_RATE_LIMIT": "1"}, "/v1/chat/completions", 429),
                               ({"IP_BLACK_LIST": "127.0.0.1"}, "/v1/chat/completions", 403)]:
         service = await make_service(**env)
         stream = await connect(service)
@@ -146,7 +146,7 @@ async def test_openai_sdk_404_then_chat_on_the_same_client(make_service: Service
     client = service.openai()
     for _ in range(4):
         with pytest.raises(openai.NotFoundError):
-            await client.responses.create(model="gpt-5.4", input="hi")
+            await client.embeddings.create(model="gpt-5.4", input="hi")
         with trio.fail_after(8):
             answer = await client.chat.completions.create(model="gpt-5.4", messages=[{"role": "user", "content": "hi"}])
         assert "You said: hi" in answer.choices[0].message.content

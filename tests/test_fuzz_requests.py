@@ -1,7 +1,7 @@
 """Never a 500 for a client mistake: random request bodies against the live service.
 
 Hypothesis builds bodies that are almost right (real field names, wrong shapes and values) and
-posts them to every JSON endpoint; each answer must be a success or an OpenAI-shaped 4xx.
+posts them to every JSON endpoint (the Responses door's included); each answer must be a success or an OpenAI-shaped 4xx.
 Bounded: 50 examples of 40 requests (2,000), loopback only. Bodies are also damaged at the byte
 level (invalid UTF-8 inside a string, deep nesting, truncation) and values include Unicode digits.
 """
@@ -74,7 +74,48 @@ nearly_valid_generation = st.fixed_dictionaries(
 )
 chat_bodies = st.one_of(chat_bodies, nearly_valid_chat)
 generation_bodies = st.one_of(generation_bodies, nearly_valid_generation)
-PATHS = ["/v1/chat/completions", "/v1/images/generations", "/v1/images/edits", "/v1/videos/generations", "/v1/videos"]
+# The Responses door: items, parts and tools of every type it knows and some it does not.
+response_parts = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["input_text", "input_image", "input_file", "output_text",
+                                                    "refusal", "input_audio", "video"])},
+                          optional={"text": json_values, "image_url": json_values, "file_id": json_values,
+                                    "file_data": json_values, "file_url": json_values}),
+    json_values,
+)
+response_items = st.lists(
+    st.fixed_dictionaries({}, optional={
+        "type": st.one_of(st.sampled_from(["message", "function_call", "function_call_output", "reasoning",
+                                           "local_shell_call"]), json_values),
+        "role": st.one_of(st.sampled_from(["user", "developer", "assistant", "system", "tool"]), json_values),
+        "content": st.one_of(st.text(max_size=20), st.lists(response_parts, max_size=3), json_values),
+        "call_id": json_values, "name": json_values, "arguments": json_values, "output": json_values, "id": json_values,
+    }),
+    max_size=3,
+)
+response_tools = st.lists(st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "web_search", "namespace", "custom"])},
+    optional={"name": st.one_of(st.sampled_from(["f", "g"]), json_values), "parameters": json_values,
+              "external_web_access": json_values}), max_size=2)
+responses_bodies = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "model": st.one_of(st.sampled_from(["gpt-5.4", "nano-banana-pro", "x-search"]), json_values),
+        "input": st.one_of(st.text(max_size=20), response_items, json_values),
+        "instructions": json_values, "tools": st.one_of(response_tools, json_values), "tool_choice": json_values,
+        "text": json_values, "reasoning": json_values, "max_output_tokens": json_values,
+        "previous_response_id": json_values, "stream": json_values, "store": json_values, "metadata": json_values,
+    }),
+    st.fixed_dictionaries(
+        {"model": st.sampled_from(["gpt-5.4", "claude-sonnet-4-6-search", "o3-pro", "nano-banana-pro"]),
+         "input": st.one_of(st.text(min_size=1, max_size=20), response_items.map(
+             lambda items: [*items, {"role": "user", "content": "hi"}]))},
+        optional={"stream": st.booleans(), "max_output_tokens": st.integers(-1, 50), "tools": response_tools,
+                  "tool_choice": json_values, "text": json_values, "reasoning": json_values,
+                  "previous_response_id": st.sampled_from(["resp_nope", ""])},
+    ),
+)
+PATHS = ["/v1/chat/completions", "/v1/responses", "/v1/images/generations", "/v1/images/edits",
+         "/v1/videos/generations", "/v1/videos"]
+BODIES = {"/v1/chat/completions": chat_bodies, "/v1/responses": responses_bodies}
 
 
 def damage(body: bytes, how: str, at: int) -> bytes:
@@ -91,7 +132,7 @@ def damage(body: bytes, how: str, at: int) -> bytes:
 
 raw = st.tuples(st.sampled_from(["none"] * 6 + ["utf8", "deep", "truncated"]), st.integers(0, 400))
 requests = st.sampled_from(PATHS).flatmap(
-    lambda path: st.tuples(st.just(path), chat_bodies if path.endswith("completions") else generation_bodies, raw)
+    lambda path: st.tuples(st.just(path), BODIES.get(path, generation_bodies), raw)
 ).map(lambda r: (r[0], damage(json.dumps(r[1]).encode(), *r[2])))
 CONCURRENCY = 25
 

@@ -50,9 +50,9 @@ async def test_the_start_up_lines_never_show_the_api_key(sim, tmp_path: Path) ->
 async def test_404_under_v1_names_the_path_not_the_prefix(make_service: ServiceFactory) -> None:
     service = await make_service()
     async with service.http() as http:
-        api = (await http.post("/v1/responses", json={})).json()["error"]["message"]
+        api = (await http.post("/v1/embeddings", json={})).json()["error"]["message"]
         other = (await http.get("/chat/completions")).json()["error"]["message"]
-    assert "Unknown API path: /v1/responses" in api and "lives under" not in api
+    assert "Unknown API path: /v1/embeddings" in api and "lives under" not in api
     assert "chat/completions" in api
     assert "The API lives under /v1/" in other
 

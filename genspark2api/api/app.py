@@ -33,6 +33,7 @@ from .generation_routes import generation_chat_completion, register_generation_r
 from .observe import RequestObserver
 from .openai_types import ModelCard, ModelList, encoder, error_json
 from .ratelimit import RateLimiter, RecentRequests
+from .responses import register_responses_routes
 
 log = logging.getLogger("genspark2api.app")
 
@@ -55,7 +56,7 @@ HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
     # 404 for a path already under /v1/: the path is wrong, not the prefix.
     "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. Under {prefix}/v1/ this "
-                "service answers chat/completions, models, images/generations, images/edits, videos and "
+                "service answers chat/completions, responses, models, images/generations, images/edits, videos and "
                 "videos/generations."),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
@@ -297,6 +298,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         return await chat_completion_response(runtime, chat, params)
 
     register_generation_routes(api, runtime)
+    register_responses_routes(api, runtime, chat)
     app.register_blueprint(api)
     return app
 

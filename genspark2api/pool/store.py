@@ -43,6 +43,7 @@ import trio
 
 from .bindings import Binding, ConversationBindings
 from .cookies import EXTRA_ATTRIBUTES, CookiePool, SavedCookie
+from .response_store import MemoryResponses
 
 log = logging.getLogger("genspark2api.store")
 
@@ -51,7 +52,8 @@ SCHEMA_VERSION = 1
 FLUSH_SECONDS = 0.25
 MAX_PENDING = 100_000          # distinct rows waiting for the writer; beyond that a write is dropped
 CLOSE_TIMEOUT = 10.0
-MEMORY_RESPONSES_MAX = 1000    # stored responses kept without DATA_DIR
+MEMORY_RESPONSES_MAX = 1000    # stored responses held in memory (all of them without DATA_DIR)
+MEMORY_RESPONSES_BYTES = 128 * 1024 * 1024
 
 # table -> its primary key column. Column names below come from this code only, never from a request.
 TABLES: dict[str, str] = {
@@ -390,51 +392,38 @@ def open_store(data_dir: str, fallback: str = "fail") -> StateStore:
 class ResponseStore:
     """Stored API responses with an expiry: `put(id, blob, expires_at)`, `await get(id)`, `delete(id)`.
 
-    For the Responses API's `previous_response_id`: the door stores what it needs to continue a
-    response (its own encoding, an opaque blob here). In the database with DATA_DIR, else in memory
-    (at most MEMORY_RESPONSES_MAX, the oldest expiry evicted first). `expires_at` is unix seconds.
+    For the Responses API's `previous_response_id` and `GET /v1/responses/{id}`: the door stores
+    its own encoding, an opaque blob here. The recent ones are held in memory (MemoryResponses:
+    bounded by count and bytes); with DATA_DIR every one is also in the database, so it outlives
+    the memory bound and a restart. `expires_at` is unix seconds.
     """
 
     def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time,
-                 memory_max: int = MEMORY_RESPONSES_MAX) -> None:
+                 memory_max: int = MEMORY_RESPONSES_MAX, memory_bytes: int = MEMORY_RESPONSES_BYTES) -> None:
         self._store = store
         self._clock = clock
-        self._memory_max = memory_max
-        self._memory: dict[str, tuple[bytes, float]] = {}
+        self._memory = MemoryResponses(max_entries=memory_max, max_bytes=memory_bytes, clock=clock)
 
     def put(self, response_id: str, blob: bytes, expires_at: float) -> None:
+        blob = bytes(blob)
+        self._memory.put(response_id, blob, expires_at)
         if self._store.persistent:
-            self._store.replace("responses", {"id": response_id, "blob": bytes(blob), "expires_at": float(expires_at)})
-            return
-        self._memory[response_id] = (bytes(blob), float(expires_at))
-        if len(self._memory) > self._memory_max:
-            self._purge()
-            while len(self._memory) > self._memory_max:
-                del self._memory[min(self._memory, key=lambda k: self._memory[k][1])]
+            self._store.replace("responses", {"id": response_id, "blob": blob, "expires_at": float(expires_at)})
 
     async def get(self, response_id: str) -> bytes | None:
         """The blob, or None when unknown or expired."""
-        if self._store.persistent:
-            row = await self._store.fetch("responses", response_id)
-            if row is None or row["expires_at"] <= self._clock():
-                return None
-            return bytes(row["blob"])
-        item = self._memory.get(response_id)
-        if item is None or item[1] <= self._clock():
-            self._memory.pop(response_id, None)
+        blob = self._memory.get(response_id)
+        if blob is not None or not self._store.persistent:
+            return blob
+        row = await self._store.fetch("responses", response_id)
+        if row is None or row["expires_at"] <= self._clock():
             return None
-        return item[0]
+        return bytes(row["blob"])
 
     def delete(self, response_id: str) -> None:
+        self._memory.delete(response_id)
         if self._store.persistent:
             self._store.delete("responses", response_id)
-        else:
-            self._memory.pop(response_id, None)
-
-    def _purge(self) -> None:
-        now = self._clock()
-        for key in [k for k, (_, expires) in self._memory.items() if expires <= now]:
-            del self._memory[key]
 
 
 # ------------------------------------------------------------------------------ helpers for owners
