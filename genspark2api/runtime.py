@@ -66,7 +66,7 @@ class Runtime:
             self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after,
             pool_wait=settings.pool_wait, clock=clock,
         )
-        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
+        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa, settings.model_aliases)
         self.bindings = ConversationBindings(clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy
         self.counter = counter or TokenCounter(data_dir=default_data_dir())
