@@ -298,7 +298,8 @@ class Settings:
             values["api_secrets"] = _list("PROXY_SECRET", env["PROXY_SECRET"])
         settings = cls(**values)
         if settings.model_aliases:
-            from .upstream.catalog import Catalog   # the targets must be ids the catalogue serves
+            # The targets must be ids the catalogue serves: a typo stops the start, not a request later.
+            from .upstream.catalog import Catalog
 
             try:
                 Catalog(settings.extra_models, extra_aliases=settings.model_aliases)
