@@ -12,6 +12,7 @@ Anthropic does not define is a 400, as Anthropic answers it.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,16 +250,21 @@ def _system(system: str | list[dict[str, Any]] | None, param: str = "system") ->
     return "\n\n".join(t for t in texts if t)
 
 
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+
+
 def _convert(block: dict[str, Any], kind: type[Any], param: str) -> Any:
+    """`block` as the struct `kind`; a 400 naming the exact place (`….source.media_type`) else."""
     try:
         return msgspec.convert(block, kind)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        where = ""
-        if " - at `$" in text:
-            text, _, where = text.partition(" - at `$")
-            where = where.rstrip("`")
-        raise bad_request(f"{param}{where}: {text}", param=param + where, code="invalid_value") from None
+        text, _, where = str(exc).partition(" - at `$")
+        where = param + where.rstrip("`")
+        missing = _MISSING.match(text)
+        if missing:
+            where = f"{where}.{missing.group('field')}"
+            raise bad_request(f"{where}: Field required", param=where, code="missing_required_parameter") from None
+        raise bad_request(f"{where}: {text}", param=where, code="invalid_value") from None
 
 
 def _message_turns(i: int, message: MessageIn) -> list[Turn]:
