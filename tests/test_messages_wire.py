@@ -295,3 +295,18 @@ def test_operator_aliases() -> None:
         Settings.from_env({"MODEL_ALIASES": "x=not-a-model"})
     with pytest.raises(SettingsError, match="name=genspark-id"):
         Settings.from_env({"MODEL_ALIASES": "missing-target"})
+
+
+def test_a_tool_result_with_an_image_keeps_its_heading() -> None:
+    """Media turns go upstream as their parts, so the heading is written into them here."""
+    turns = parse(messages=[
+        {"role": "user", "content": "use screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "is_error": True, "content": [
+            {"type": "text", "text": "partial"},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}]},
+    ]).conversation.turns
+    result = turns[2]
+    assert result.role == "user" and result.parts == (
+        Text("Tool result for screenshot (tool_call_id=toolu_1):\n[error]"), Text("partial"),
+        MediaRef("image", "https://example.com/a.png", "messages[2].content[0].content[1]"))

@@ -29,7 +29,7 @@ from ..core.conversation import (
     text_turn,
 )
 from ..core.toolcalls import ToolCall
-from ..core.toolprompt import FunctionChoice, FunctionSpec, ToolChoice
+from ..core.toolprompt import FunctionChoice, FunctionSpec, ToolChoice, render_tool_result
 from ..errors import ApiError, bad_request, decode_json_body
 from ..upstream.catalog import (
     DEFAULT_CATALOG,
@@ -214,6 +214,7 @@ def validate(req: MessagesRequest, catalog: Catalog = DEFAULT_CATALOG, *, counti
         turns.append(text_turn("system", system))
     for i, message in enumerate(req.messages):
         turns += _message_turns(i, message)
+    turns = _headed_media_results(turns)
     thinking = req.thinking is not None and req.thinking.type in ("enabled", "adaptive")
     if req.thinking is not None and req.thinking.type not in ("enabled", "adaptive", "disabled"):
         raise bad_request(f"thinking.type: {req.thinking.type!r} is not one of enabled, adaptive, disabled.",
@@ -343,6 +344,23 @@ def _media(block: dict[str, Any], kind: str, param: str) -> list[Part]:
             _convert(b, TextBlock, f"{where}.content[{k}]").text for k, b in enumerate(content) if b.get("type") == "text"]
         return [Text("\n".join(texts))]
     return [MediaRef("image" if kind == "image" else "file", url, param, title)]
+
+
+def _headed_media_results(turns: list[Turn]) -> list[Turn]:
+    """Tool results holding images or files, as the user turns they become upstream, with their
+    "Tool result for …" heading written into the text: media turns are sent as their parts
+    (media_prep.py), which would drop the heading that tells the model it is a result."""
+    names: dict[str, str] = {}
+    out = []
+    for turn in turns:
+        for call in turn.calls:
+            names[call.id] = call.name
+        if turn.role == "tool" and turn.media:
+            heading = render_tool_result(turn.call_id or "", names.get(turn.call_id or ""),
+                                         "[error]" if turn.is_error else "")
+            turn = Turn("user", (Text(heading.rstrip()), *turn.parts))
+        out.append(turn)
+    return out
 
 
 def _tool_result(result: ToolResultBlock, param: str) -> Turn:
