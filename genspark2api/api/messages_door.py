@@ -29,7 +29,12 @@ from ..core.conversation import (
     text_turn,
 )
 from ..core.toolcalls import ToolCall
-from ..core.toolprompt import FunctionChoice, FunctionSpec, ToolChoice, render_tool_result
+from ..core.toolprompt import (
+    FunctionChoice,
+    FunctionSpec,
+    ToolChoice,
+    render_tool_result,
+)
 from ..errors import ApiError, bad_request, decode_json_body
 from ..upstream.catalog import (
     DEFAULT_CATALOG,
