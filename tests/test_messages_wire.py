@@ -280,6 +280,8 @@ def test_error_statuses_and_types(error: ApiError, status: int, kind: str) -> No
     ("claude-3-7-sonnet-20250219", "claude-sonnet-4"),
     ("claude-sonnet-4-20250514", "claude-sonnet-4"),
     ("claude-sonnet-4.6", "claude-sonnet-4-6"),
+    ("claude-fable-5", "claude-opus-5-5"),
+    ("claude-mythos-5", "claude-opus-5-5"),
     ("anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-sonnet-4"),
 ])
 def test_claude_names_as_clients_send_them(name: str, served: str) -> None:

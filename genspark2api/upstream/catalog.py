@@ -78,6 +78,9 @@ CLAUDE_ALIASES: dict[str, str] = {
     "claude-3-5-sonnet": "claude-sonnet-4",
     "claude-haiku-4": "claude-4-5-haiku", "claude-3-5-haiku": "claude-4-5-haiku",
     "claude-haiku-3-5": "claude-4-5-haiku", "claude-3-haiku": "claude-4-5-haiku",
+    # Claude Code 2.1 offers "fable": Claude Fable 5 (= Claude Mythos 5), a tier above Opus that
+    # Genspark does not list; its strongest Claude, `claude-opus-5-5`, is the nearest.
+    "claude-fable-5": "claude-opus-5-5", "claude-mythos-5": "claude-opus-5-5",
 }
 
 # Suffixes Anthropic puts after a Claude model's name that do not change which model it is: the
