@@ -312,3 +312,14 @@ def test_a_tool_result_with_an_image_keeps_its_heading() -> None:
     assert result.role == "user" and result.parts == (
         Text("Tool result for screenshot (tool_call_id=toolu_1):\n[error]"), Text("partial"),
         MediaRef("image", "https://example.com/a.png", "messages[2].content[0].content[1]"))
+
+
+def test_structured_outputs_become_the_output_format() -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    for body, param in (({"output_config": {"format": {"type": "json_schema", "schema": schema}, "effort": "low"}},
+                         "output_config.format"),
+                        ({"output_format": {"type": "json_schema", "schema": schema}}, "output_format")):
+        output = parse(**body).conversation.output
+        assert output is not None and (output.kind, output.schema, output.param) == ("json_schema", schema, param)
+    assert parse(output_config={"effort": "high"}).conversation.output is None
+    refused("output_config.format", output_config={"format": {"type": "xml"}})

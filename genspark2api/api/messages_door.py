@@ -22,6 +22,7 @@ from msgspec import UNSET, Struct, UnsetType
 from ..core.conversation import (
     Conversation,
     MediaRef,
+    OutputFormat,
     Part,
     Text,
     ToolSetup,
@@ -82,6 +83,8 @@ class MessagesRequest(Struct):
     tools: list[dict[str, Any]] | None = None
     tool_choice: ToolChoiceIn | None = None
     thinking: ThinkingConfig | None = None
+    output_config: dict[str, Any] | None = None   # `format` (structured outputs); `effort` is not passed on
+    output_format: dict[str, Any] | None = None   # the structured-outputs beta's spelling of the same
     # Accepted and not used: Genspark takes no sampling parameters, keeps no cache, runs no
     # containers and reaches no MCP servers.
     metadata: dict[str, Any] | None = None
@@ -231,6 +234,7 @@ def validate(req: MessagesRequest, catalog: Catalog = DEFAULT_CATALOG, *, counti
         stops=tuple(s for s in req.stop_sequences or () if s),
         max_tokens=max_tokens,
         tools=tools,
+        output=_output_format(req),
         reasoning="separate" if thinking else "hidden",
     )
     return MessagesParams(conversation, thinking)
@@ -240,6 +244,20 @@ def validate(req: MessagesRequest, catalog: Catalog = DEFAULT_CATALOG, *, counti
 # cc_version=…; cc_entrypoint=…;"): a header for Anthropic's billing smuggled into the prompt, no
 # instruction to the model, so it is not sent upstream.
 BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def _output_format(req: MessagesRequest) -> OutputFormat | None:
+    """Anthropic's structured outputs (`output_config.format` of type json_schema) as the core's
+    output format; the core instructs and checks the JSON (structured outputs of chat)."""
+    param, fmt = "output_config.format", (req.output_config or {}).get("format")
+    if fmt is None and req.output_format is not None:
+        param, fmt = "output_format", req.output_format
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise bad_request(f"{param}: use {{\"type\": \"json_schema\", \"schema\": {{...}}}}.", param=param,
+                          code="invalid_value")
+    return OutputFormat("json_schema", fmt["schema"], strict=True, param=param)
 
 
 def _system(system: str | list[dict[str, Any]] | None, param: str = "system") -> str:
