@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genspark2api.api.messages_door import parse_messages_request
 from genspark2api.api.messages_wire import (
@@ -323,3 +325,26 @@ def test_structured_outputs_become_the_output_format() -> None:
         assert output is not None and (output.kind, output.schema, output.param) == ("json_schema", schema, param)
     assert parse(output_config={"effort": "high"}).conversation.output is None
     refused("output_config.format", output_config={"format": {"type": "xml"}})
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(
+        ["", "text", "image", "document", "tool_use", "tool_result", "thinking", "base64", "url", "user",
+         "assistant", "system", "any", "tool", "enabled", "web_search_20250305", "json_schema", "x"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["type", "text", "source", "media_type", "data", "url", "id", "name", "input", "tool_use_id", "content",
+         "is_error", "role", "input_schema", "format", "schema", "title"]), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(messages=_json, system=_json, tools=_json, tool_choice=_json, output_config=_json)
+def test_any_body_is_an_answer_or_a_400(messages: Any, system: Any, tools: Any, tool_choice: Any,
+                                        output_config: Any) -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": messages, "system": system,
+            "tools": tools, "tool_choice": tool_choice, "output_config": output_config}
+    try:
+        parse_messages_request(json.dumps(body).encode())
+    except ApiError as exc:
+        assert exc.status == 400 and exc.message
