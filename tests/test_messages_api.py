@@ -177,6 +177,18 @@ async def test_a_tool_use_round_trip(make_service: ServiceFactory, sim, stream: 
     assert any("Tool result for get_weather" in t and "18 degrees and sunny" in t for t in upstream_texts(sim))
 
 
+async def test_the_web_search_server_tool_is_genspark_search(make_service: ServiceFactory, sim) -> None:
+    service = await make_service(GENSPARK_CHAT_PROTOCOL="copilot")
+    question = "Latest Python release"
+    message = await client(service).messages.create(
+        model=MODEL, max_tokens=500, messages=[{"role": "user", "content": question}],
+        tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}])
+    (body,) = [r.json for r in sim.requests if r.path == "/api/copilot/ask"]
+    assert body["extra_data"]["request_web_knowledge"] is True
+    assert message.stop_reason == "end_turn" and [b.type for b in message.content] == ["text"]
+    assert "**Sources**" in message.content[0].text   # SEARCH_SOURCES: the list ends the text
+
+
 async def test_count_tokens_is_the_prompt_estimate(make_service: ServiceFactory) -> None:
     service = await make_service()
     api = client(service)

@@ -127,6 +127,10 @@ def test_defaults_and_the_other_choices() -> None:
             {"type": "text", "text": "Found it."}]},
         {"role": "user", "content": "thanks"}])
     assert [t.text for t in history.conversation.turns] == ["search it", "Found it.", "thanks"]
+    found = parse(messages=[{"role": "user", "content": [
+        {"type": "search_result", "title": "Docs", "source": "https://example.com/d",
+         "content": [{"type": "text", "text": "The answer is 4."}]}, {"type": "text", "text": "Sum it up"}]}])
+    assert found.conversation.turns[0].text == "Docs https://example.com/d\nThe answer is 4.\nSum it up"
 
 
 @pytest.mark.parametrize(("param", "body"), [

@@ -158,7 +158,7 @@ class ToolResultBlock(Struct):
 # continue. New server-tool result types follow the `*_tool_result` naming, so those pass too.
 IGNORED_BLOCKS = frozenset({
     "thinking", "redacted_thinking", "server_tool_use", "mcp_tool_use", "mcp_tool_result",
-    "container_upload", "search_result", "tool_reference", "compaction",
+    "container_upload", "tool_reference", "compaction",
 })
 
 # Server tools (`type` other than `custom`) whose work Genspark can do: web search, as search.
@@ -319,6 +319,8 @@ def _message_turns(i: int, message: MessageIn) -> list[Turn]:
                 raise bad_request(f"{param}: images and documents are only accepted in user messages.",
                                   param=param, code="invalid_value")
             parts += _media(block, kind, param)
+        elif kind == "search_result":   # results the client searched for itself: text to read
+            parts.append(Text(_search_result_text(block)))
         elif kind == "tool_use":
             if role != "assistant":
                 raise bad_request(f"{param}: tool_use blocks belong in assistant messages.", param=param, code="invalid_value")
