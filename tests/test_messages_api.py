@@ -115,6 +115,14 @@ async def test_thinking_blocks(make_service: ServiceFactory, sim, stream: bool) 
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == thought and message.content[0].signature == thinking_signature(thought)
     assert message.content[1].text == said(question, REASONING_MODEL)
+    # The thinking block sent back in the history is accepted, not sent, and the follow-up continues
+    # the same Genspark thread (the binding never saw the thinking either).
+    history = [*kwargs["messages"], {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+               {"role": "user", "content": "And 1003"}]
+    follow = await api.messages.create(**{**kwargs, "messages": history}, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert follow.content[-1].text.startswith(said("And 1003", REASONING_MODEL) + " (turn 2 of this conversation)")
+    (project,) = sim.projects
+    assert len(sim.projects[project].turns) == 2 and "Simulated reasoning" not in "".join(upstream_texts(sim))
 
     # Without `thinking`, no thinking block, and the reasoning is not in the text either.
     plain = await api.messages.create(**kwargs)
@@ -175,6 +183,10 @@ async def test_a_tool_use_round_trip(make_service: ServiceFactory, sim, stream: 
     assert "18 degrees and sunny" in second.content[0].text
     # The follow-up told upstream the result, introduced as the instruction promised.
     assert any("Tool result for get_weather" in t and "18 degrees and sunny" in t for t in upstream_texts(sim))
+    # ... and continued the Genspark thread of the call: the toolu_ ids and the input object sent
+    # back bind to what the answer was remembered as (one project, two turns).
+    (project,) = sim.projects
+    assert len(sim.projects[project].turns) == 2
 
 
 async def test_the_web_search_server_tool_is_genspark_search(make_service: ServiceFactory, sim) -> None:
