@@ -63,6 +63,11 @@ async def test_create_and_stream(make_service: ServiceFactory) -> None:
     assert [b.text for b in final.content] == ["".join(pieces)] and final.stop_reason == "end_turn"
     assert final.model == "claude-opus-4-6" and final.usage.output_tokens > 0
 
+    # The beta surface (Claude Code's): /v1/messages?beta=true with anthropic-beta headers.
+    beta = await api.beta.messages.create(model=MODEL, max_tokens=100, betas=["interleaved-thinking-2025-05-14"],
+                                          messages=[{"role": "user", "content": "Hello beta"}])
+    assert beta.content[0].text == said("Hello beta")
+
 
 async def test_a_stream_byte_for_byte(make_service: ServiceFactory) -> None:
     service = await make_service(STREAM_COALESCE_SECONDS="0")
@@ -236,8 +241,9 @@ async def test_models_in_anthropics_shape(make_service: ServiceFactory) -> None:
 
 
 async def test_errors_in_anthropics_shape(make_service: ServiceFactory, sim) -> None:
-    service = await make_service(API_SECRET="right-key")
+    service = await make_service(API_SECRET="right-key", MAX_REQUEST_BYTES="4096")
     async with service.http() as http:
+        too_large = await http.post("/v1/messages", headers={"x-api-key": "right-key"}, content=b"{" + b" " * 8000 + b"}")
         missing = await http.post("/v1/messages", headers={"x-api-key": "right-key"},
                                   json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
         unknown_path = await http.post("/v1/messages/batches", headers={"x-api-key": "right-key"}, json={})
@@ -249,6 +255,7 @@ async def test_errors_in_anthropics_shape(make_service: ServiceFactory, sim) -> 
     assert missing.headers["request-id"] == body["request_id"]
     assert unknown_path.status_code == 404 and unknown_path.json()["error"]["type"] == "not_found_error"
     assert not_json.status_code == 400 and not_json.json()["error"]["type"] == "invalid_request_error"
+    assert too_large.status_code == 413 and too_large.json()["error"]["type"] == "request_too_large"
 
     with pytest.raises(anthropic.AuthenticationError) as bad_key:
         await client(service, api_key="wrong-key").messages.create(

@@ -342,7 +342,7 @@ def runtime_page(runtime: Runtime, *, details: bool) -> str:
         "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem}"
         "td,th{padding:.2rem .6rem;text-align:left}</style></head><body>"
         f"<h1>genspark2api {__version__}</h1>"
-        f"<p>OpenAI-compatible API over Genspark. Base URL: <code>{base}</code>. "
+        f"<p>OpenAI- and Anthropic-compatible API over Genspark. Base URL: <code>{base}</code>. "
         f"Upstream: <code>{settings.base_url}</code> ({settings.chat_protocol}).</p>"
         f"<h2>Cookie pool</h2>{counts}{table}</body></html>"
     )
