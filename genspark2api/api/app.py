@@ -57,9 +57,9 @@ HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
     # 404 for a path already under /v1/: the path is wrong, not the prefix.
-    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. Under {prefix}/v1/ this "
-                "service answers chat/completions, messages, messages/count_tokens, models, images/generations, images/edits, videos and "
-                "videos/generations."),
+    "404_api": ("invalid_request_error", "not_found", (
+        "Unknown API path: {path}. Under {prefix}/v1/ this service answers chat/completions, messages, "
+        "messages/count_tokens, models, images/generations, images/edits, videos and videos/generations.")),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
     413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
@@ -164,13 +164,12 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 f"retry after {int(wait) + 1} s.", type="rate_limit_error", code="client_rate_limited",
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
-        if secrets and not path.startswith(public_paths):
-            if not key_presented():
-                return error_response(ApiError(
-                    401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>' or "
-                    "'x-api-key: <API_SECRET>'.",
-                    code="invalid_api_key",
-                ))
+        if secrets and not path.startswith(public_paths) and not key_presented():
+            return error_response(ApiError(
+                401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>' or "
+                "'x-api-key: <API_SECRET>'.",
+                code="invalid_api_key",
+            ))
         return None
 
     @app.after_request
