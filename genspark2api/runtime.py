@@ -81,7 +81,7 @@ class Runtime:
             cookie_entries(settings), clock=clock, policy=policy, max_in_flight=settings.cookie_max_in_flight
         )
         self.client.proxy_of = self.pool.proxy_for  # per-cookie proxies (GS_COOKIE_FILE `| proxy=…`)
-        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa)
+        self.catalog = Catalog(settings.extra_models, settings.unknown_model_moa, settings.model_aliases)
         self.key_usage = KeyUsage(settings.key_rpm_limits, clock=clock)
         known_models = frozenset(m for m, _ in self.catalog.listed()) | frozenset(self.catalog.aliases())
         self.metrics = Metrics(self.pool, self.key_usage, known_models)

@@ -193,6 +193,17 @@ def _model_chat_map(name: str, raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _model_aliases(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in _list(name, raw):
+        alias, sep, target = item.partition("=")
+        alias, target = alias.strip(), target.strip()
+        if not sep or not alias or not target:
+            raise SettingsError(f"{name} entry {item!r} is not accepted; use name=genspark-id,name2=genspark-id2")
+        pairs.append((alias, target))
+    return tuple(pairs)
+
+
 def _short(raw: str, limit: int = 60) -> str:
     return repr(raw if len(raw) <= limit else raw[:limit] + "…")
 
@@ -287,6 +298,7 @@ class Settings:
     auto_del_chat: bool = setting("AUTO_DEL_CHAT", False, _bool, "Delete finished, unbound upstream chats in the background")
     # Models
     extra_models: tuple[str, ...] = setting("EXTRA_MODELS", (), _list, "Comma list of extra Genspark chat model ids to list and accept")
+    model_aliases: tuple[tuple[str, str], ...] = setting("MODEL_ALIASES", (), _model_aliases, "name=genspark-id,... extra model names clients may send, each served by a Genspark chat id")
     unknown_model_moa: bool = setting("UNKNOWN_MODEL_MOA", False, _bool, "Run Mixture-of-Agents for unknown model names instead of answering 404")
     model_substitution: str = setting("MODEL_SUBSTITUTION", "allow", _choice(*SUBSTITUTION_POLICIES), "When Genspark serves another model than asked: allow (log and count), failover (non-stream: try another cookie) or cool (rest a cookie that keeps doing it)")
     # Rich chat
@@ -336,6 +348,14 @@ class Settings:
             raise SettingsError(f"API_SECRET / API_KEY_RPM: {exc}") from None
         if settings.admin_secret and settings.admin_secret in {k.secret for k in settings.client_keys}:
             raise SettingsError("ADMIN_SECRET is also a client key of API_SECRET; it must differ from every client key")
+        if settings.model_aliases:
+            # The targets must be ids the catalogue serves: a typo stops the start, not a request later.
+            from .upstream.catalog import Catalog
+
+            try:
+                Catalog(settings.extra_models, extra_aliases=settings.model_aliases)
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
         if settings.upstream_transport == "browser":
             from .upstream.browser import (
                 check_available,  # curl_cffi only when asked for

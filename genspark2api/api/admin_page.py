@@ -181,7 +181,7 @@ def render_page(view: PageView) -> str:
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>genspark2api {esc(__version__)}</title><style>{STYLE}</style></head><body>",
         f"<h1>genspark2api <span class='muted'>{esc(__version__)}</span></h1>",
-        ("<p>OpenAI-compatible API over Genspark. Base URL for your client: "
+        ("<p>OpenAI- and Anthropic-compatible API over Genspark. Base URL for your client: "
         f"<code id='base-url'>{esc(view.base_url)}</code></p>"),
         (f"<p class='muted'>Upstream <code>{esc(view.upstream)}</code>, protocol <code>{esc(view.protocol)}</code>, "
         f"transport <code>{esc(view.transport)}</code>.</p>"),

@@ -1,4 +1,7 @@
-"""The HTTP face: routes, auth, per-IP limits, CORS and OpenAI-shaped errors (thin on purpose).
+"""The HTTP face: routes, auth, per-IP limits, CORS and errors in each door's shape (thin on purpose).
+
+Errors are OpenAI's `{"error": {...}}` everywhere except under `/v1/messages`, where Anthropic's
+clients expect `{"type": "error", ...}` (`render_error` picks by path).
 
 Every `/v1/...` route lives under `ROUTE_PREFIX` when it is set, and so does the admin API
 (`/admin/api/...`, admin_api.py); `/` (the page, admin_page.py), `/healthz` and `/metrics` answer
@@ -9,15 +12,16 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ..client_keys import ClientKey
 from ..core.chat import ChatService
 from ..core.media_links import MEDIA_PATH
-from ..errors import ApiError
+from ..errors import ApiError, whole_number
 from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..requestctx import current_request
 from ..runtime import Runtime
@@ -30,6 +34,11 @@ from .chat_completions import chat_completion_response
 from .chat_door import is_generation, model_not_found, parse_chat_request
 from .connection import ConnectionGuard
 from .generation_routes import generation_chat_completion, register_generation_routes
+from .messages import (
+    anthropic_error_response,
+    is_anthropic_path,
+    register_messages_routes,
+)
 from .observe import RequestObserver
 from .openai_types import ModelCard, ModelList, encoder, error_json
 from .ratelimit import RateLimiter, RecentRequests
@@ -40,7 +49,7 @@ log = logging.getLogger("genspark2api.app")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Requested-With, OpenAI-Organization, OpenAI-Project, OpenAI-Beta, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, X-Stainless-Timeout",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Requested-With, X-Api-Key, Anthropic-Version, Anthropic-Beta, Anthropic-Dangerous-Direct-Browser-Access, OpenAI-Organization, OpenAI-Project, OpenAI-Beta, X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Retry-Count, X-Stainless-Timeout",
     "Access-Control-Expose-Headers": "X-Request-Id, X-Genspark-Model, Retry-After",
     "Access-Control-Max-Age": "86400",
 }
@@ -55,9 +64,10 @@ HTTP_ERRORS: dict[int | str, tuple[str, str, str]] = {
     400: ("invalid_request_error", "bad_request", "The request could not be read."),
     404: ("invalid_request_error", "not_found", "Unknown path: {path}. The API lives under {prefix}/v1/."),
     # 404 for a path already under /v1/: the path is wrong, not the prefix.
-    "404_api": ("invalid_request_error", "not_found", "Unknown API path: {path}. Under {prefix}/v1/ this "
-                "service answers chat/completions, responses, models, images/generations, images/edits, videos and "
-                "videos/generations."),
+    "404_api": ("invalid_request_error", "not_found", (
+        "Unknown API path: {path}. Under {prefix}/v1/ this service answers chat/completions, responses, "
+        "messages, messages/count_tokens, models, images/generations, images/edits, videos and "
+        "videos/generations.")),
     405: ("invalid_request_error", "method_not_allowed", "Method {method} is not allowed on {path}."),
     408: ("invalid_request_error", "request_timeout", "The request body arrived too slowly."),
     413: ("invalid_request_error", "request_too_large", "The request body exceeds MAX_REQUEST_BYTES ({limit} bytes)."),
@@ -72,7 +82,16 @@ def json_response(payload: bytes, status: int = 200, headers: dict[str, str] | N
 
 
 def error_response(error: ApiError) -> Response:
+    """The error in the shape of the door the request came to (needs the request context)."""
+    prefix = current_app.runtime.settings.route_prefix  # type: ignore[attr-defined]
+    if is_anthropic_path(request.path, prefix):
+        return anthropic_error_response(error)
     return json_response(error_json(error), error.status, error.headers)
+
+
+def anthropic_client() -> bool:
+    """Whether the request comes from an Anthropic client (its SDKs always send the header)."""
+    return "anthropic-version" in request.headers
 
 
 def client_ip(trusted_hops: int) -> str:
@@ -134,8 +153,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
         return token.strip().encode() if scheme.lower() == "bearer" else b""
 
     def presented_key() -> ClientKey | None:
-        """The client key the request carries, or None."""
-        presented = bearer()
+        """The client key the request carries (Bearer, or `x-api-key` as Anthropic's clients send
+        it: Claude Code, the SDKs built with api_key=), or None."""
+        presented = bearer() or request.headers.get("x-api-key", "").strip().encode()
         # Constant time whatever matches; every secret is compared.
         found = None
         for key, secret in secrets:
@@ -178,7 +198,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
             key = presented_key()
             if key is None:
                 return error_response(ApiError(
-                    401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>'.",
+                    401, "Invalid or missing API key: send 'Authorization: Bearer <API_SECRET>' or "
+                    "'x-api-key: <API_SECRET>'.",
                     code="invalid_api_key",
                 ))
             if ctx is not None:
@@ -266,6 +287,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @api.get("/models")
     async def models() -> Response:
+        if anthropic_client():
+            return json_response(anthropic_model_list(runtime, request.args))
         cards = [ModelCard(m, MODELS_CREATED, owned_by(m)) for m, _ in runtime.catalog.listed()]
         return json_response(encoder.encode(ModelList(cards)))
 
@@ -273,9 +296,14 @@ def create_app(runtime: Runtime) -> QuartTrio:
     async def model(model_id: str) -> Response:
         catalog = runtime.catalog
         known = {m for m, _ in catalog.listed()} | set(catalog.aliases())
-        if model_id in known:
-            return json_response(encoder.encode(ModelCard(model_id, MODELS_CREATED, owned_by(model_id))))
-        raise model_not_found(UnknownModel(model_id, catalog.suggest(model_id)))
+        if model_id not in known:
+            try:
+                catalog.route(model_id)   # a dated Claude name, say: served, so it exists
+            except UnknownModel:
+                raise model_not_found(UnknownModel(model_id, catalog.suggest(model_id))) from None
+        if anthropic_client():
+            return json_response(encoder.encode(anthropic_model_card(model_id)))
+        return json_response(encoder.encode(ModelCard(model_id, MODELS_CREATED, owned_by(model_id))))
 
     @api.get("/pool")
     async def pool() -> Response:
@@ -299,8 +327,38 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     register_generation_routes(api, runtime)
     register_responses_routes(api, runtime, chat)
+    register_messages_routes(api, runtime, chat)
     app.register_blueprint(api)
     return app
+
+
+MODELS_CREATED_AT = "2026-01-01T00:00:00Z"   # MODELS_CREATED as RFC 3339, as Anthropic lists it
+
+
+def anthropic_model_card(model_id: str) -> dict[str, object]:
+    return {"type": "model", "id": model_id, "display_name": model_id, "created_at": MODELS_CREATED_AT}
+
+
+def anthropic_model_list(runtime: Runtime, args: Mapping[str, str]) -> bytes:
+    """Anthropic's model list: chat models only (the Messages API cannot make images), paged by
+    `limit` (default 20, at most 1000, as Anthropic's), `after_id` and `before_id`."""
+    ids = [m for m, kind in runtime.catalog.listed() if kind in ("text", "mixture")]
+    limit = whole_number(args.get("limit", "20") or "20")
+    if limit is None or not 1 <= limit <= 1000:
+        raise ApiError(400, "limit: must be a whole number from 1 to 1000.", param="limit", code="invalid_value")
+    start, end = 0, len(ids)
+    after, before = args.get("after_id"), args.get("before_id")
+    if after:
+        start = ids.index(after) + 1 if after in ids else end
+    if before:
+        end = ids.index(before) if before in ids else 0
+        start = max(start, end - limit)
+    page = ids[start:min(end, start + limit)]
+    more = (start + len(page) < end) if not before else start > 0
+    return encoder.encode({
+        "data": [anthropic_model_card(m) for m in page], "has_more": more,
+        "first_id": page[0] if page else None, "last_id": page[-1] if page else None,
+    })
 
 
 def pool_status(runtime: Runtime) -> list[dict[str, object]]:

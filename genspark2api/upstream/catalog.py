@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 from dataclasses import dataclass, field
 
 TEXT_MODELS: tuple[str, ...] = (
@@ -62,6 +63,49 @@ TEXT_ALIASES: dict[str, str] = {
     "grok-4-0709": "grok-4.5", "grok-4.20-0309-reasoning": "grok-4.7", "grok-4.20-0309-non-reasoning": "grok-4.7",
     "kimi-k2-instruct": "kimi-k3", "groq-kimi-k2-instruct": "kimi-k3",
 }
+
+# Claude names as Anthropic's API and its clients (the `anthropic` SDKs, Claude Code 2.1) send them,
+# and the Genspark web id that serves each (§12.8.1 lists Genspark's Claude ids). Families Genspark
+# no longer serves go to the nearest current member of the same line: old Opus to `claude-opus-4-6`
+# (as the alias for `claude-opus-4-1` above, and SB's for `claude-opus-4-5`), old Sonnet to
+# `claude-sonnet-4`, every Haiku to `claude-4-5-haiku`, the only Haiku on the web. Dated snapshots
+# and platform suffixes are handled by `claude_base_name`, so they need no entry here.
+CLAUDE_ALIASES: dict[str, str] = {
+    "claude-opus-4": "claude-opus-4-6", "claude-opus-4-0": "claude-opus-4-6",
+    "claude-3-opus": "claude-opus-4-6",
+    "claude-sonnet-4-0": "claude-sonnet-4",
+    "claude-3-7-sonnet": "claude-sonnet-4", "claude-sonnet-3-7": "claude-sonnet-4",
+    "claude-3-5-sonnet": "claude-sonnet-4",
+    "claude-haiku-4": "claude-4-5-haiku", "claude-3-5-haiku": "claude-4-5-haiku",
+    "claude-haiku-3-5": "claude-4-5-haiku", "claude-3-haiku": "claude-4-5-haiku",
+    # Claude Code 2.1 offers "fable": Claude Fable 5 (= Claude Mythos 5), a tier above Opus that
+    # Genspark does not list; its strongest Claude, `claude-opus-5-5`, is the nearest.
+    "claude-fable-5": "claude-opus-5-5", "claude-mythos-5": "claude-opus-5-5",
+}
+
+# Suffixes Anthropic puts after a Claude model's name that do not change which model it is: the
+# dated snapshot (`-20250929`), `-latest`, Bedrock/Vertex revisions (`-v1`, `-v2`, `@20250929`),
+# Claude Code's context-window marker (`[1m]`) and fast-mode variant (`-fast`).
+_CLAUDE_SUFFIX = re.compile(r"(\[1m\]|@\d{8}|-v\d+(:\d+)?|-\d{8}|-latest|-fast)$")
+
+
+def claude_base_name(name: str) -> str | None:
+    """`claude-sonnet-4-5-20250929` → `claude-sonnet-4-5`; None when `name` is no decorated Claude name.
+
+    Narrow on purpose (the module docstring: rewriting is per id): only names starting `claude-`,
+    only the suffixes above, and dots in the version (`claude-sonnet-4.6`) become dashes."""
+    lowered = name.lower()
+    if not lowered.startswith(("claude-", "anthropic.claude-")):
+        return None
+    base = lowered.removeprefix("anthropic.")
+    while True:
+        stripped = _CLAUDE_SUFFIX.sub("", base)
+        if stripped == base:
+            break
+        base = stripped
+    base = re.sub(r"(?<=\d)\.(?=\d)", "-", base)
+    return base if base != name else None
+
 
 IMAGE_MODELS: tuple[str, ...] = (
     # §12.8.4 image_generation_agent ids first, then the tool_cli catalogue
@@ -132,14 +176,26 @@ class UnknownModel(LookupError):
 
 @dataclass(frozen=True)
 class Catalog:
-    """The catalogue as configured: the built-in ids plus `EXTRA_MODELS`, and the unknown-name rule."""
+    """The catalogue as configured: the built-in ids plus `EXTRA_MODELS`, the operator's
+    `MODEL_ALIASES`, and the unknown-name rule."""
 
     extra_text: tuple[str, ...] = ()
     unknown_model_moa: bool = False
+    extra_aliases: tuple[tuple[str, str], ...] = ()   # MODEL_ALIASES: (name, Genspark id)
     _text: frozenset[str] = field(init=False, repr=False)
+    _aliases: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_text", frozenset(TEXT_MODELS) | frozenset(self.extra_text))
+        aliases = {**TEXT_ALIASES, **CLAUDE_ALIASES}
+        for name, target in self.extra_aliases:
+            # An alias of an alias is followed once, so `MODEL_ALIASES=fast=claude-haiku-4-5` works.
+            resolved = target if target in self._text else aliases.get(target)
+            if resolved is None:
+                raise ValueError(f"MODEL_ALIASES maps {name!r} to {target!r}, which is not a Genspark chat "
+                                 "model id of this service (see GET /v1/models, or add it with EXTRA_MODELS)")
+            aliases[name] = resolved
+        object.__setattr__(self, "_aliases", aliases)
 
     @property
     def text_models(self) -> tuple[str, ...]:
@@ -177,7 +233,12 @@ class Catalog:
     def _text_id(self, name: str) -> str | None:
         if name in self._text:
             return name
-        return TEXT_ALIASES.get(name)
+        if name in self._aliases:
+            return self._aliases[name]
+        base = claude_base_name(name)
+        if base is None:
+            return None
+        return base if base in self._text else self._aliases.get(base)
 
     def suggest(self, name: str) -> str | None:
         """The known id a mistyped name most likely meant, or None."""
@@ -197,7 +258,7 @@ class Catalog:
 
     def aliases(self) -> dict[str, str]:
         """Every alias and what it maps to (documented in the README and shown on /v1/models/{id})."""
-        return {**TEXT_ALIASES, **IMAGE_ALIASES, **VIDEO_ALIASES, **MIXTURE_ALIASES}
+        return {**self._aliases, **IMAGE_ALIASES, **VIDEO_ALIASES, **MIXTURE_ALIASES}
 
 
 DEFAULT_CATALOG = Catalog()
@@ -205,8 +266,6 @@ DEFAULT_CATALOG = Catalog()
 
 def route_model(name: str, catalog: Catalog = DEFAULT_CATALOG) -> ModelRoute:
     return catalog.route(name)
-
-
 
 
 def served_matches(requested: str, served: str) -> bool:
