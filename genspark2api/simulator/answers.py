@@ -12,7 +12,8 @@ driven by the request, mirroring what a service built on genspark-protocol.md se
   ``<tool_call>`` and lists tools as JSON objects with a ``"name"`` offers them, and the model
   calls one only when the question gives it a reason (issue #11: a plain "Hello there" with
   Open WebUI's 28 tools is answered in text): the question names the tool, or shares a word
-  with its name or description (``weather`` for ``get_weather``), or the instruction says it
+  with its name (``weather`` for ``get_weather``; not with its description, since agents'
+  descriptions hold nearly every common word), or the instruction says it
   MUST call (a named tool, else the first relevant or the first offered). It calls the first
   relevant tool; two (the first two relevant, or the one twice) if the question says
   ``parallel``; a broken block if it says ``malformed``; a tool that was not offered if it says
@@ -174,7 +175,7 @@ def relevant_tools(tools: Sequence[Mapping[str, Any]], question: str) -> list[Ma
     return [
         tool for tool in tools
         if tool["name"].lower() in lowered
-        or asked & _words(tool["name"] + " " + str(tool.get("description") or ""))
+        or asked & _words(tool["name"])
     ]
 
 
