@@ -273,3 +273,16 @@ async def test_a_bad_response_format_is_a_400_naming_it(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert asks(sim) == []   # never sent upstream
+
+
+async def test_on_copilot_the_repair_resends_the_whole_transcript(make_service: ServiceFactory, sim: Simulator) -> None:
+    """G1 keeps no history server-side: the repair turn carries the conversation, the rejected
+    answer and the new user turn, to the same project."""
+    client = (await make_service(cookies=["json-misfit-first-1"], GENSPARK_CHAT_PROTOCOL="copilot")).openai()
+    completion = await client.chat.completions.parse(model=MODEL, messages=ask("Describe a person."),
+                                                     response_format=Person)
+    assert isinstance(completion.choices[0].message.parsed, Person)
+    first, repair = (r.json for r in sim.requests_to("/api/copilot/ask"))
+    assert [m["role"] for m in repair["messages"]] == ["system", "system", "user", "assistant", "user"]
+    assert repair["messages"][:3] == first["messages"]
+    assert repair["messages"][4]["content"].startswith("Your previous answer cannot be used: ")
