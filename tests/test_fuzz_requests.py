@@ -47,7 +47,7 @@ chat_bodies = st.fixed_dictionaries({}, optional={
     "messages": st.one_of(messages, json_values),
     "stream": st.one_of(st.booleans(), json_values),
     "stream_options": json_values, "max_tokens": json_values, "stop": json_values, "n": json_values,
-    "tools": json_values, "tool_choice": json_values, "functions": json_values,
+    "tools": json_values, "tool_choice": json_values, "functions": json_values, "response_format": json_values,
 })
 generation_bodies = st.fixed_dictionaries({}, optional={
     "model": st.one_of(st.sampled_from(["nano-banana-pro", "sora-2", "gpt-5.4"]), json_values),
@@ -59,12 +59,22 @@ generation_bodies = st.fixed_dictionaries({}, optional={
 valid_messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "developer"]),
                                                  "content": st.text(min_size=1, max_size=20)}),
                           min_size=1, max_size=3).map(lambda ms: ms + [{"role": "user", "content": "hi"}])
+# Structured outputs (issue #11): real format types, schemas that are valid, broken or not schemas at all.
+response_formats = st.one_of(json_values, st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "json_object", "json_schema", "xml"])},
+    optional={"json_schema": st.fixed_dictionaries({}, optional={
+        "name": st.one_of(st.sampled_from(["Person", "bad name", ""]), json_values),
+        "schema": st.one_of(json_values, st.sampled_from([
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"type": "nope"}, {"$ref": "#/$defs/x"}, {"$ref": "http://example.org/x"}, {"$schema": []},
+            {"$defs": {"x": {"$ref": "#/$defs/x"}}, "$ref": "#/$defs/x"}])),
+        "strict": json_values, "description": json_values})}))
 nearly_valid_chat = st.fixed_dictionaries(
     {"model": st.sampled_from(["gpt-5.4", "claude-sonnet-4-6-search", "o3-pro", "nano-banana-pro", "unknown-x"]),
      "messages": valid_messages},
     optional={"stream": st.booleans(), "max_tokens": st.integers(-1, 50), "stop": st.one_of(st.text(max_size=3), json_values),
               "n": st.integers(0, 2), "temperature": json_values, "stream_options": json_values,
-              "tool_choice": json_values, "tools": json_values},
+              "tool_choice": json_values, "tools": json_values, "response_format": response_formats},
 )
 nearly_valid_generation = st.fixed_dictionaries(
     {"prompt": st.text(min_size=1, max_size=20)},

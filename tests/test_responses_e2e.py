@@ -85,8 +85,6 @@ class Weather(pydantic.BaseModel):
     degrees: int
 
 
-@pytest.mark.xfail(strict=False, reason="JSON enforcement of text.format comes with structured outputs "
-                   "(another branch of issue #11); until then the simulator answers prose")
 async def test_parse_fills_a_pydantic_model(make_service: ServiceFactory) -> None:
     service = await make_service()
     parsed = await service.openai().responses.parse(model=MODEL, input="Weather in Paris as JSON.",

@@ -16,12 +16,14 @@ import msgspec
 from ..core.conversation import (
     Conversation,
     MediaRef,
+    OutputFormat,
     Part,
     Text,
     ToolSetup,
     Turn,
     text_turn,
 )
+from ..core.structured import check_schema
 from ..core.toolcalls import ToolCall
 from ..core.toolprompt import FunctionChoice, FunctionSpec
 from ..errors import ApiError, bad_request, decode_json_body
@@ -40,12 +42,15 @@ from .openai_types import (
     Message,
     NamedToolChoice,
     RefusalPart,
+    ResponseFormat,
     TextPart,
     chat_request_decoder,
 )
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_STOPS = 4
+# OpenAI's rule for `response_format.json_schema.name`; the name is shown to the model.
+SCHEMA_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,7 @@ def validate(req: ChatRequest, catalog: Catalog = DEFAULT_CATALOG) -> ChatParams
         stops=stops,
         max_tokens=max_tokens,
         tools=_tools(req),
+        output=_output(req.response_format),
     )
     return ChatParams(conversation, bool(req.stream and req.stream_options and req.stream_options.include_usage))
 
@@ -190,6 +196,30 @@ def _tools(req: ChatRequest) -> ToolSetup | None:
     legacy = not req.tools and bool(req.functions)
     parallel = req.parallel_tool_calls is not False and not legacy
     return ToolSetup(tuple(functions), choice, parallel, legacy)
+
+
+def _output(response_format: ResponseFormat | None) -> OutputFormat | None:
+    """`response_format` as the answer's format (core/structured.py); `text` is no format at all."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return OutputFormat("json_object")
+    if response_format.type != "json_schema":
+        raise bad_request(f"Invalid 'response_format.type' {response_format.type!r}; use text, json_object or json_schema.",
+                          param="response_format.type", code="invalid_value")
+    spec = response_format.json_schema
+    if spec is None:
+        raise bad_request("Missing required parameter: 'response_format.json_schema'.",
+                          param="response_format.json_schema", code="missing_required_parameter")
+    name = spec.name
+    if name is not None and not (0 < len(name) <= 64 and SCHEMA_NAME_CHARS.issuperset(name)):
+        raise bad_request(f"Invalid 'response_format.json_schema.name' {name!r}: use letters, digits, '_' and '-', "
+                          "at most 64.", param="response_format.json_schema.name", code="invalid_value")
+    if spec.schema is msgspec.UNSET:
+        # OpenAI makes the schema optional: without one, any JSON object will do.
+        return OutputFormat("json_schema", None, name, bool(spec.strict), description=spec.description)
+    check_schema(spec.schema, "response_format.json_schema.schema")
+    return OutputFormat("json_schema", spec.schema, name, bool(spec.strict), description=spec.description)
 
 
 # ------------------------------------------------------------------------------ conversion

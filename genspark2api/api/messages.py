@@ -13,10 +13,6 @@ from quart import Blueprint, Response
 from ..core.answer import Finished
 from ..core.chat import ChatService
 from ..core.compose import Piece
-from ..core.media_prep import prepare_media
-from ..core.toolprompt import render_tool_instruction
-from ..core.transcript import upstream_turns
-from ..core.usage import count_messages_async
 from ..errors import ApiError
 from ..runtime import Runtime
 from .bodies import parse_body
@@ -89,20 +85,6 @@ async def messages_response(rt: Runtime, service: ChatService, params: MessagesP
     return response
 
 
-async def count_tokens(rt: Runtime, params: MessagesParams) -> int:
-    """The prompt estimate of `ChatService.prepare` (the same instruction, turns and counter), without
-    claiming a conversation binding: what `usage.input_tokens` of the same request will say."""
-    conversation = params.conversation
-    tools = conversation.tools
-    instruction = None
-    if tools is not None and tools.offered:
-        instruction = render_tool_instruction(list(tools.functions), tools.choice, parallel=tools.parallel)
-    turns = upstream_turns(conversation.turns, pre_messages=rt.settings.pre_messages,
-                           instructions=(instruction,) if instruction else ())
-    media = await prepare_media(conversation.turns, rt.settings)
-    return await count_messages_async(rt.counter, [(role, text, None) for _, role, text in turns]) + media.token_estimate
-
-
 def register_messages_routes(api: Blueprint, runtime: Runtime, chat: ChatService) -> None:
     @api.post("/messages")
     async def messages() -> Response:
@@ -112,5 +94,5 @@ def register_messages_routes(api: Blueprint, runtime: Runtime, chat: ChatService
     @api.post("/messages/count_tokens")
     async def messages_count_tokens() -> Response:
         params = await parse_body(lambda body: parse_messages_request(body, runtime.catalog, counting=True))
-        tokens = await count_tokens(runtime, params)
+        tokens = await chat.count_prompt(params.conversation)
         return Response(encoder.encode({"input_tokens": tokens}), status=200, content_type="application/json")

@@ -29,6 +29,7 @@ from ..core.conversation import (
     Turn,
     text_turn,
 )
+from ..core.structured import check_schema
 from ..core.toolcalls import ToolCall
 from ..core.toolprompt import (
     FunctionChoice,
@@ -257,6 +258,7 @@ def _output_format(req: MessagesRequest) -> OutputFormat | None:
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
         raise bad_request(f"{param}: use {{\"type\": \"json_schema\", \"schema\": {{...}}}}.", param=param,
                           code="invalid_value")
+    check_schema(fmt["schema"], f"{param}.schema")
     return OutputFormat("json_schema", fmt["schema"], strict=True, param=param)
 
 

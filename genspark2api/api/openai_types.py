@@ -104,6 +104,22 @@ class StreamOptions(Struct):
     include_usage: bool | None = None
 
 
+class JsonSchemaSpec(Struct):
+    """`response_format.json_schema` (structured outputs, issue #11)."""
+
+    name: str | None = None
+    schema: dict[str, Any] | UnsetType = UNSET
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(Struct):
+    """`response_format`: `text`, `json_object` or `json_schema` (chat_door.py checks which)."""
+
+    type: str
+    json_schema: JsonSchemaSpec | None = None
+
+
 class ChatRequest(Struct):
     model: str
     messages: list[Message] | UnsetType = UNSET
@@ -118,6 +134,7 @@ class ChatRequest(Struct):
     parallel_tool_calls: bool | None = None
     functions: list[FunctionDef] | None = None          # legacy
     function_call: str | NamedFunction | None = None     # legacy
+    response_format: ResponseFormat | None = None
 
 
 # ---------------------------------------------------------------- response: chat completions

@@ -42,6 +42,7 @@ from ..core.conversation import (
     Turn,
     text_turn,
 )
+from ..core.structured import check_schema
 from ..core.toolcalls import ToolCall
 from ..core.toolprompt import FunctionChoice, FunctionSpec, ToolChoice
 from ..errors import ApiError, bad_request, decode_json_body, from_validation_error
@@ -526,6 +527,7 @@ def _output_format(text: TextConfig | None) -> OutputFormat | None:
         if fmt.schema is None:
             raise bad_request("Missing required parameter: 'text.format.schema'.", param="text.format.schema",
                               code="missing_required_parameter")
+        check_schema(fmt.schema, "text.format.schema")
         return OutputFormat("json_schema", fmt.schema, fmt.name, bool(fmt.strict), param="text.format")
     raise bad_request(f"Invalid value for 'text.format.type': {fmt.type!r}; use text, json_object or json_schema.",
                       param="text.format.type", code="invalid_value")

@@ -10,6 +10,9 @@ Where things happen:
   `FIRST_BYTE_HOLD_SECONDS`), so an early failure is still a JSON error with a real status.
 - `AnswerStream` turns channel items into composer pieces and one end; a front door encodes them.
   Closing it (the client went away) cancels the producer and with it the upstream connection.
+- A structured answer (`Conversation.output`, structured.py) is checked whole and repaired once on
+  the same thread (`_complete_structured`); its stream is that whole answer (`WholeAnswerStream`),
+  so every front door gets it through `complete_prepared` / `stream_prepared` unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -48,9 +51,16 @@ from ..upstream.protocols import (
 )
 from ..upstream.signals import normalise
 from .answer import Answer, AnswerInfo, Broken, Finished, Step, Usage
-from .compose import AnswerComposer, ComposeOptions
-from .conversation import Conversation
+from .compose import AnswerComposer, Call, ComposeOptions, Content, Piece, Reasoning
+from .conversation import Conversation, text_turn
 from .media_prep import PreparedMedia, materialize_messages, prepare_media
+from .structured import (
+    Accepted,
+    check_answer,
+    output_instruction,
+    repair_request,
+    structured_failure,
+)
 from .toolprompt import render_assistant_tool_calls, render_tool_instruction
 from .transcript import before_latest_turn, history_entry, upstream_turns
 from .usage import count_messages_async
@@ -85,6 +95,12 @@ class PreparedChat:
     reported_usage: UsageReported | None = None
     blamed_texts: set[str] = field(default_factory=set)   # loose §12.5 matches already blamed once
 
+    @property
+    def whole(self) -> bool:
+        """Whether the client sees nothing before the answer is complete: not a stream, or a
+        structured answer, which is checked whole before it is sent (structured.py)."""
+        return not self.conversation.stream or self.conversation.output is not None
+
 
 class ChatService:
     def __init__(self, runtime: Runtime) -> None:
@@ -95,21 +111,38 @@ class ChatService:
     # ------------------------------------------------------------------ preparation
 
     async def prepare(self, conversation: Conversation) -> PreparedChat:
-        settings = self.settings
+        return await self._prepared(conversation, await prepare_media(conversation.turns, self.settings))
+
+    def _upstream_turns(self, conversation: Conversation) -> tuple[list[tuple[int | None, str, str]], str]:
+        """The turns Genspark is sent, and our instructions in them (tools, output format)."""
         tools = conversation.tools
-        instruction = None
+        instructions: list[str] = []
         if tools is not None and tools.offered:
-            instruction = render_tool_instruction(list(tools.functions), tools.choice, parallel=tools.parallel)
-        turns = upstream_turns(conversation.turns, pre_messages=settings.pre_messages,
-                               instructions=(instruction,) if instruction else ())
-        media = await prepare_media(conversation.turns, settings)
+            instructions.append(render_tool_instruction(list(tools.functions), tools.choice, parallel=tools.parallel) or "")
+        if conversation.output is not None:
+            instructions.append(output_instruction(conversation.output))
+        turns = upstream_turns(conversation.turns, pre_messages=self.settings.pre_messages,
+                               instructions=tuple(instructions))
+        return turns, "\n\n".join(i for i in instructions if i)
+
+    async def _count_prompt(self, turns: list[tuple[int | None, str, str]], media: PreparedMedia) -> int:
+        return await count_messages_async(self.rt.counter, [(role, text, None) for _, role, text in turns]) + media.token_estimate
+
+    async def count_prompt(self, conversation: Conversation) -> int:
+        """The prompt tokens `prepare` would count (Anthropic's count_tokens), claiming nothing."""
+        turns, _ = self._upstream_turns(conversation)
+        return await self._count_prompt(turns, await prepare_media(conversation.turns, self.settings))
+
+    async def _prepared(self, conversation: Conversation, media: PreparedMedia) -> PreparedChat:
+        settings = self.settings
+        turns, instruction = self._upstream_turns(conversation)
         messages = [UpstreamMessage(role, text) for _, role, text in turns]
         route = conversation.route
         job = ChatJob(route, messages)
-        job_turns = [(m.role, m.content if isinstance(m.content, str) else "", None) for m in messages]
-        prompt_tokens = await count_messages_async(self.rt.counter, job_turns) + media.token_estimate
+        prompt_tokens = await self._count_prompt(turns, media)
         history = [history_entry(t) for t in conversation.turns]
-        # The tool set is part of what a project was told on its first turn: another set, another thread.
+        # The tool set and the output format are part of what a project was told on its first
+        # turn: another set or format, another thread.
         binding_key = route.requested + ("\x00" + instruction if instruction else "")
         pins = dict(settings.model_chat_map)
         pinned = pins.get(route.requested) or pins.get(",".join(route.upstream))
@@ -241,6 +274,8 @@ class ChatService:
         pool_wait = self.settings.pool_wait
         if chat.conversation.stream:
             pool_wait = min(pool_wait, max(0.0, self.settings.first_byte_hold - 0.5))
+        # Nothing is sent before the end (non-stream, structured): a broken answer may still fail over.
+        whole = chat.whole
 
         async def produce() -> None:
             self.rt.track(scope)
@@ -251,10 +286,9 @@ class ChatService:
 
         async def run() -> None:
             with scope:
-                # Non-stream: the client sees nothing before the end, so a broken answer may still fail over.
                 await self.rt.runner.run(
                     lambda lease, emit: self.attempt_deleting_orphans(chat, lease, emit), send, prefer=prefer,
-                    hold_until_done=not chat.conversation.stream, first_event_timeout=self.settings.first_event_timeout,
+                    hold_until_done=whole, first_event_timeout=self.settings.first_event_timeout,
                     pool_wait=pool_wait,
                 )
 
@@ -269,6 +303,10 @@ class ChatService:
         reasoning_format, hide = self.settings.reasoning_format, self.settings.reasoning_hide
         if conversation.reasoning != "settings":
             reasoning_format, hide = "reasoning_content", conversation.reasoning == "hidden"
+        structured = conversation.output is not None
+        if structured and reasoning_format == "think":
+            # The content of a structured answer is the JSON alone: inline <think> has no place.
+            reasoning_format, hide = "reasoning_content", True
         return ComposeOptions(
             reasoning_format=reasoning_format,
             reasoning_hide=hide,
@@ -278,7 +316,8 @@ class ChatService:
             tool_schemas={f.name: f.parameters for f in tools.functions} if tools is not None else {},
             single_call=tools is not None and not tools.parallel,
             legacy_functions=tools is not None and tools.legacy,
-            search_sources=self.settings.search_sources,
+            # The sources stay in Finished.sources; as a markdown list they would break the JSON.
+            search_sources=self.settings.search_sources and not structured,
         )
 
     def _check_served(self, chat: PreparedChat, lease: Lease, served: str) -> None:
@@ -291,7 +330,7 @@ class ChatService:
             return
         log.warning("model substitution: asked %s, Genspark served %s (cookie %s)", requested, served, lease.masked)
         policy = self.settings.model_substitution
-        if policy == "failover" and not chat.conversation.stream:
+        if policy == "failover" and chat.whole:
             raise UpstreamFailure(Failure(
                 FailureKind.NETWORK, "upstream_model_substituted",
                 f"Genspark served {served} instead of {requested} on this cookie (genspark-protocol.md §12.8.3); "
@@ -333,14 +372,22 @@ class ChatService:
             if composer.calls:
                 calls = [(c.id, c.name, c.arguments) for c in composer.calls]
                 answer = render_assistant_tool_calls(answer or None, calls)
-            if self.adapter.server_keeps_history and chat.event_index is None:
-                return  # the turn never reached FINISHED: the project's state is unknown (§12.10)
-            conversation = chat.history + [("assistant", answer)]
-            binding = Binding(chat.lease.key, chat.project_id, time.time(),
-                              chat.event_index if chat.event_index is not None else -1)
-            self.rt.bindings.remember(chat.binding_key, conversation, binding)
+            self._bind(chat, chat, answer)
         elif settings.auto_del_chat:
             self.delete_project(chat.lease, chat.project_id)
+
+    def _bind(self, chat: PreparedChat, answered: PreparedChat, answer: str) -> None:
+        """`chat`'s conversation ending with `answer` is now the head of the project `answered`
+        left (the same chat, or its repair turn: then the client continues from the clean JSON)."""
+        if answered.lease is None or answered.project_id is None or answered.pinned_project is not None:
+            return
+        if not self.settings.auto_model_chat_map:
+            return
+        if self.adapter.server_keeps_history and answered.event_index is None:
+            return  # the turn never reached FINISHED: the project's state is unknown (§12.10)
+        binding = Binding(answered.lease.key, answered.project_id, time.time(),
+                          answered.event_index if answered.event_index is not None else -1)
+        self.rt.bindings.remember(chat.binding_key, chat.history + [("assistant", answer)], binding)
 
     def delete_project(self, lease: Lease, project_id: str) -> None:
         async def delete() -> None:
@@ -380,6 +427,11 @@ class ChatService:
         return await self.complete_prepared(await self.prepare(conversation))
 
     async def complete_prepared(self, chat: PreparedChat) -> Answer:
+        if chat.conversation.output is not None:
+            return await self._complete_structured(chat)
+        return await self._complete_once(chat)
+
+    async def _complete_once(self, chat: PreparedChat) -> Answer:
         recv, scope = self.start(chat)
         composer = AnswerComposer(self.options(chat), self.rt.counter)
         try:
@@ -400,11 +452,54 @@ class ChatService:
         end = self.ending(chat, composer)
         return Answer(self.info(chat), composer.content_text, composer.reasoning_text, tuple(composer.calls), end)
 
+    async def _complete_structured(self, chat: PreparedChat) -> Answer:
+        """The answer as the clean JSON text that fits `output`, asking once more when it does not.
+
+        The repair is a follow-up on the same upstream thread (the binding `finished` just made
+        sends only the new turn to the same project and cookie, §12.3): the model sees its own
+        answer and a user turn naming the problem. Tool calls and answers that `stop` or
+        `max_tokens` cut short are passed on unchecked, as OpenAI passes on a cut answer.
+        """
+        output = chat.conversation.output
+        assert output is not None
+        answer, answered = await self._complete_once(chat), chat
+        if _unchecked(answer):
+            return answer
+        verdict = check_answer(answer.content, output)
+        usage = answer.end.usage
+        if not isinstance(verdict, Accepted):
+            log.info("structured answer %s rejected (%s): asking once more on the same thread",
+                     chat.request_id, verdict.problem)
+            answered = await self._repair_turn(chat, answer.content, verdict.problem)
+            answer = await self._complete_once(answered)
+            usage = _added(usage, answer.end.usage)
+            if _unchecked(answer):
+                return replace(answer, end=replace(answer.end, usage=usage))
+            verdict = check_answer(answer.content, output)
+            if not isinstance(verdict, Accepted):
+                raise structured_failure(verdict.problem, output)
+        # The client continues from the clean JSON, not from what the model wrote around it.
+        self._bind(chat, answered, verdict.text)
+        return replace(answer, content=verdict.text, end=replace(answer.end, usage=usage))
+
+    async def _repair_turn(self, chat: PreparedChat, content: str, problem: str) -> PreparedChat:
+        """`chat`'s conversation + the rejected answer + the user turn naming the problem; the
+        media already fetched is reused (the new turns carry none) and so is the request id."""
+        output = chat.conversation.output
+        assert output is not None
+        turns = chat.conversation.turns + (text_turn("assistant", content),
+                                           text_turn("user", repair_request(problem, output)))
+        repair = await self._prepared(replace(chat.conversation, turns=turns), chat.media)
+        repair.request_id, repair.created = chat.request_id, chat.created
+        return repair
+
     async def stream(self, conversation: Conversation) -> AnswerStream:
         """Hold until the first answer-bearing item (bounded); an early failure raises ApiError."""
         return await self.stream_prepared(await self.prepare(conversation))
 
     async def stream_prepared(self, chat: PreparedChat) -> AnswerStream:
+        if chat.conversation.output is not None:
+            return await self._stream_whole(chat)
         recv, scope = self.start(chat)
         held: list[RunItem] = []
         try:
@@ -423,6 +518,47 @@ class ChatService:
             recv.close()
             raise
         return AnswerStream(self, chat, held, recv, scope)
+
+    async def _stream_whole(self, chat: PreparedChat) -> WholeAnswerStream:
+        """A structured answer as a stream: computed whole in the app nursery (it cannot be
+        checked before it is whole), held like any stream's first byte; an answer or a failure
+        within `FIRST_BYTE_HOLD_SECONDS` is a normal stream or a JSON error, later ones arrive
+        after keep-alives."""
+        if self.rt.nursery is None:
+            raise ApiError(503, "The service is not serving yet.", type="server_error", code="not_ready")
+        send, recv = trio.open_memory_channel(1)   # one item: the Answer or the ApiError
+        scope = trio.CancelScope()
+
+        async def produce() -> None:
+            self.rt.track(scope)
+            try:
+                with scope:
+                    result: Answer | ApiError
+                    try:
+                        result = await self._complete_structured(chat)
+                    except ApiError as exc:
+                        result = exc
+                    except Exception:  # never into the app nursery (runtime.py)
+                        log.exception("structured answer %s failed", chat.request_id)
+                        result = ApiError(500, "The structured answer failed inside the service.",
+                                          type="server_error", code="internal_error")
+                    try:
+                        send.send_nowait(result)
+                    except trio.BrokenResourceError:
+                        pass  # the client went away
+            finally:
+                self.rt.untrack(scope)
+                send.close()
+
+        self.rt.nursery.start_soon(produce)
+        stream = WholeAnswerStream(self, chat, recv, scope)
+        try:
+            with trio.move_on_after(self.settings.first_byte_hold):
+                await stream.wait()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
 
 class AnswerStream:
@@ -490,6 +626,75 @@ class AnswerStream:
     @property
     def over(self) -> bool:
         return self._over
+
+
+class WholeAnswerStream(AnswerStream):
+    """A whole `Answer` as an answer stream: keep-alives until it is there, then one step.
+
+    Used for structured answers (`ChatService._stream_whole`). `wait` holds for the result: an
+    error then raises, so a door still answers it as JSON with its status.
+    """
+
+    def __init__(self, service: ChatService, chat: PreparedChat, recv: trio.MemoryReceiveChannel,
+                 scope: trio.CancelScope) -> None:
+        super().__init__(service, chat, [], recv, scope)
+        self._ready: Step | None = None
+
+    async def wait(self) -> None:
+        """Until the answer is there; a failure raises `ApiError` (the stream is closed then)."""
+        await self._take()
+        end = self._ready.end if self._ready is not None else None
+        if isinstance(end, Broken):
+            raise end.error
+
+    async def next(self, keepalive: float) -> Step | None:
+        if self._ready is None and not self._over:
+            with trio.move_on_after(keepalive if keepalive > 0 else math.inf):
+                await self._take()
+            if self._ready is None:
+                return None
+        return self.next_nowait()
+
+    def next_nowait(self) -> Step:
+        if self._ready is None:
+            raise trio.WouldBlock
+        step, self._ready = self._ready, None
+        self._over = True
+        self.close()
+        return step
+
+    async def _take(self) -> None:
+        try:
+            result = await self._recv.receive()
+        except trio.EndOfChannel:
+            result = self.service.rt.ended_early()
+        if isinstance(result, ApiError):
+            self._ready = self._broken(result)
+        else:
+            self.info = result.info
+            self._ready = answer_step(result)
+
+
+def answer_step(answer: Answer) -> Step:
+    """A whole answer as the one step of a stream: its reasoning, content, calls and end."""
+    pieces: list[Piece] = []
+    if answer.reasoning:
+        pieces.append(Reasoning(answer.reasoning))
+    if answer.content:
+        pieces.append(Content(answer.content))
+    pieces += [Call(i, call) for i, call in enumerate(answer.calls)]
+    return Step(pieces, answer.end)
+
+
+def _unchecked(answer: Answer) -> bool:
+    """Tool calls, and answers cut short by `stop` or `max_tokens`, are not checked as JSON."""
+    return bool(answer.calls) or answer.end.finish_reason == "length" or answer.end.stop_sequence is not None
+
+
+def _added(a: Usage, b: Usage) -> Usage:
+    """Both turns of a repaired answer were asked and answered: the client is told what both cost."""
+    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens,
+                 a.reasoning_tokens + b.reasoning_tokens)
 
 
 def _merge_turns(messages: list[UpstreamMessage]) -> UpstreamMessage:

@@ -94,6 +94,7 @@ class OutputFormat:
     name: str | None = None
     strict: bool = False
     param: str = "response_format"   # the client's parameter, for errors
+    description: str | None = None   # what the schema is for, shown to the model
 
 
 # How reasoning is shown: as the operator set it (REASONING_FORMAT / REASONING_HIDE, chat

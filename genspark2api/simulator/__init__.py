@@ -19,7 +19,8 @@ model ids and coercions, §12.8), ``streams`` (G1 event scripts, polling), ``age
 (ask_proxy scripts, ``_event_index``, keepalives), ``backend`` (G1 + account calls),
 ``agent`` (ask_proxy decisions), ``accounts`` (per-account concurrency, rate, quota, credits),
 ``options`` (the §12 switches), ``scenarios`` (cookie -> condition, canned error bodies),
-``playback`` (timing), ``app`` (Quart routes), ``server`` (Simulator, serve_simulator).
+``playback`` (timing), ``app`` (Quart routes), ``server`` (Simulator, serve_simulator),
+``structured`` (JSON answers to a structured-output instruction, issue #11).
 """
 
 from .answers import key_of_storage_url, storage_url_for

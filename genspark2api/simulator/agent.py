@@ -29,6 +29,8 @@ needs-captcha          ai_chat: degraded unless the body carries a fresh token (
 empty-answer           a normal-shaped answer with empty content
 error-event            an ``error`` event after message_start (§4.1 E12)
 free-limit(-reset), session-limit, overloaded, stall: the older shapes of backend.py, numbered
+json-fenced, json-broken-first, json-misfit-first, json-misfit, json-prose: how a structured
+                       answer goes wrong (structured.py, issue #11); also on copilot
 =====================  ======================================================================
 
 Options (options.py) choose the [I] readings; their defaults follow §12's recommendation.
@@ -41,7 +43,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +72,7 @@ from .scenarios import (
 )
 from .state import MediaKind, MediaTask, Project, SimulatorState, TaskOutcome
 from .streams import ChatIds, Step, project_title
+from .structured import json_quality
 from .wire import AgentAsk, BadBody, Message
 
 FIXED_RESET_AFTER = timedelta(hours=3)  # chat-5h-limit-reset / image-5h-limit: a real, fixed wall
@@ -290,6 +293,10 @@ class AgentBackend:
         self, ask: AgentAsk, scenario: Scenario, project: Project, is_new: bool, ids: ChatIds, served: str, label: str
     ) -> list[Step]:
         conversation = Conversation.from_messages([(m.role, m.content) for m in ask.messages])
+        if conversation.json_request is not None:
+            project.json_request = conversation.json_request
+        elif project.json_request is not None:  # §12.3: the thread still holds the instruction
+            conversation = replace(conversation, json_request=project.json_request)
         answer = compose_answer(
             conversation,
             [served],
@@ -298,6 +305,7 @@ class AgentBackend:
             uploads=self.state.uploads,
             label=label,
             recalled=project.turns[0][0] if project.turns else None,  # §12.3: server-side history
+            json_quality=json_quality(scenario.value, first_of_project=not project.turns),
         )
         history_words = sum(_words(user) + _words(reply) for user, reply in project.turns)
         asked_words = sum(_words(message_text(m.content)) for m in ask.messages)

@@ -24,7 +24,9 @@ driven by the request, mirroring what a service built on genspark-protocol.md se
   after the question (a ``tool`` message or text starting with ``Tool result``) is answered in
   prose quoting it;
 * reasoning models think first (§3.4.2), search models cite sources (§3.4.3), and
-  Mixture-of-Agents requests produce one draft per model (§5.2).
+  Mixture-of-Agents requests produce one draft per model (§5.2);
+* a request whose system message asks for structured output is answered with JSON that fits
+  the schema it shows (structured.py, issue #11), unless the answer is a tool call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .state import TaskOutcome
+from .structured import JsonRequest, Quality, find_json_request, json_answer
 
 # §3.4.2 / §5.1: ids that show an answerthink block. "-pro" covers o3-pro, gpt-5-pro, gpt-5.2-pro.
 REASONING_MARKERS = ("thinking", "deep-seek-r1", "o3", "o4-mini-high", "-pro", "reasoning")
@@ -92,6 +95,7 @@ class Conversation:
     tools: tuple[dict[str, Any], ...] = ()
     must_call: bool = False  # the instruction says a tool MUST be called
     must_call_tool: str | None = None  # ... and which
+    json_request: JsonRequest | None = None
 
     @classmethod
     def from_messages(cls, messages: Sequence[tuple[str | None, Any]]) -> Conversation:
@@ -110,7 +114,8 @@ class Conversation:
         tools = tuple(tool for text in instructions for tool in find_tool_definitions(text))
         forced = [m for text in instructions for m in _MUST_CALL.finditer(text)]
         named = next((m["name"] for m in forced if m["name"]), None)
-        return cls(question, question_content, results, tools, bool(forced), named)
+        json_request = find_json_request([message_text(c) for role, c in messages if role == "system"])
+        return cls(question, question_content, results, tools, bool(forced), named, json_request)
 
 
 def find_tool_definitions(text: str) -> list[dict[str, Any]]:
@@ -255,6 +260,7 @@ def compose_answer(
     uploads: Mapping[str, bytes],
     label: str | None = None,
     recalled: str | None = None,
+    json_quality: Quality = "right",
 ) -> Answer:
     """The simulated answer to ``conversation`` from ``models`` (the models actually used).
 
@@ -279,6 +285,8 @@ def compose_answer(
     results = _search_results(question) if search else ()
     if results and not is_tool_call:
         text += f" [1]({results[0].link})"
+    if conversation.json_request is not None and not is_tool_call:
+        text = json_answer(conversation.json_request, text, json_quality)
     thinking = ()
     if any(is_reasoning_model(model) for model in models):
         words = len(question.split())

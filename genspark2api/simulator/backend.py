@@ -57,6 +57,7 @@ from .scenarios import (
 )
 from .state import MediaKind, MediaTask, Project, SimulatorState, TaskOutcome
 from .streams import ChatIds, Step
+from .structured import json_quality
 from .wire import BadBody, CopilotAsk, Message, TaskStatusQuery
 
 DEGRADED_MODEL = "gpt-4o-mini"  # issue #15: degraded answers read like gpt-4o-mini
@@ -133,6 +134,7 @@ class SimulatedBackend:
             search=ask.extra_data.request_web_knowledge,
             earlier_turns=len(project.turns),
             uploads=self.state.uploads,
+            json_quality=json_quality(scenario.value, first_of_project=not project.turns),
         )
         script = streams.g1_chat_script(ids, answer, reported_models=used, new_project=is_new, now=self.clock())
         return self._finish_chat(scenario, script, project, conversation.question, answer.text)

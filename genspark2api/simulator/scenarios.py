@@ -77,6 +77,13 @@ class Scenario(enum.StrEnum):
     DECLINED = "declined"  # E23
     CUT_BEFORE_FINISHED = "cut-before-finished"  # message_result, then the body ends
     ANONYMOUS = "anonymous"  # E24: a dead cookie that /api/user answers with status -5
+    # How well the simulated model keeps to a structured-output instruction (structured.py,
+    # issue #11): answers for the service's extraction, validation and repair turn.
+    JSON_FENCED = "json-fenced"
+    JSON_BROKEN_FIRST = "json-broken-first"
+    JSON_MISFIT_FIRST = "json-misfit-first"
+    JSON_MISFIT = "json-misfit"
+    JSON_PROSE = "json-prose"
 
 
 # Longest prefix first, so that "bad-request-cf" is not shadowed by "bad-request".

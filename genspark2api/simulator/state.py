@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .accounts import AccountLedger
+from .structured import JsonRequest
 
 MediaKind = Literal["image", "video"]
 TOKEN_LIFETIME = 120.0  # seconds
@@ -58,6 +59,7 @@ class Project:
     ctime: str = ""  # ISO time of creation, as /api/project/my shows it (§12.3)
     event_count: int = 0  # §12.4.1: events sent so far; the next `_event_index`
     last_seen_event_indexes: list[int | None] = field(default_factory=list)  # one per ask_proxy request
+    json_request: JsonRequest | None = None  # the structured instruction the thread was given
 
     @property
     def owner(self) -> str | None:
