@@ -286,3 +286,18 @@ def test_a_bad_cookie_line_stops_the_start(tmp_path, capsys) -> None:
     assert secret_tail not in error and secret_tail[4:-4] not in error
     assert cli.main([], env={"GS_COOKIE": "ok-1 | colour=red"}) == 2
     assert "GS_COOKIE: cookie entry #1" in capsys.readouterr().err
+
+
+async def test_with_an_admin_key_the_pool_and_upstream_views_are_the_operators(make_service: ServiceFactory) -> None:
+    # Per-cookie rows and upstream drift samples are the operator's once ADMIN_SECRET is set.
+    service = await make_service(ADMIN_SECRET=ADMIN, API_SECRET=CLIENT)
+    async with service.http() as http:
+        for path in ("/v1/pool", "/v1/upstream"):
+            as_client = await http.get(path, headers={"Authorization": f"Bearer {CLIENT}"})
+            assert as_client.status_code == 403 and as_client.json()["error"]["code"] == "admin_key_required"
+            assert (await http.get(path)).status_code == 401
+            assert (await http.get(path, headers=admin())).status_code == 200
+        assert (await http.get("/v1/models", headers=admin())).status_code == 401   # still not a client key
+    open_service = await make_service(API_SECRET=CLIENT)   # no ADMIN_SECRET: as before, any client key
+    async with open_service.http() as http:
+        assert (await http.get("/v1/pool", headers={"Authorization": f"Bearer {CLIENT}"})).status_code == 200

@@ -332,3 +332,15 @@ async def test_the_door_lives_under_the_route_prefix_behind_the_api_key(make_ser
     assert info.value.body["code"] == "invalid_api_key"
     created = await service.openai(api_key="sk-right").responses.create(model=MODEL, input="hi")
     assert (await service.openai(api_key="sk-right").responses.retrieve(created.id)).id == created.id
+
+
+async def test_a_stored_response_is_only_its_own_keys(make_service) -> None:
+    service = await make_service(API_SECRET="alice:sk-alice-0001,bob:sk-bob-0002")
+    alice, bob = service.openai(api_key="sk-alice-0001"), service.openai(api_key="sk-bob-0002")
+    response = await alice.responses.create(model="gpt-5.4", input="a secret of alice")
+    assert (await alice.responses.retrieve(response.id)).id == response.id
+    for attempt in (bob.responses.retrieve(response.id), bob.responses.delete(response.id),
+                    bob.responses.create(model="gpt-5.4", input="go on", previous_response_id=response.id)):
+        with pytest.raises(openai.NotFoundError):
+            await attempt
+    assert (await alice.responses.retrieve(response.id)).id == response.id   # bob's delete did nothing

@@ -299,3 +299,41 @@ async def test_what_an_operator_changed_survives_a_restart(tmp_path: Path) -> No
     assert again.remove(key("added-1"))
     store = reopen(store)
     assert key("added-1") not in {r["key"] for r in store.rows("cookies")}
+
+
+async def test_an_edited_lines_proxy_wins_over_the_stored_one(tmp_path: Path) -> None:
+    # The review's reproduction: a stored proxy outlived the edit of its line across a restart.
+    clock = FakeClock()
+    store = open_sqlite(tmp_path)
+    pool = CookiePool(["ok-1 | proxy=socks5://old:1080", "ok-2 | proxy=socks5://keep:1080"], clock=clock)
+    attach_pool(store, pool, clock)
+    pool.configure(key("ok-2"), label="mine")
+    store = reopen(store)
+    again = CookiePool(["ok-1 | proxy=socks5://new:1080", "ok-2 | proxy=socks5://keep:1080"], clock=clock)
+    attach_pool(store, again, clock)
+    assert again.proxy_for("session_id=ok-1") == "socks5://new:1080"
+    assert again.proxy_for("session_id=ok-2") == "socks5://keep:1080" and again.status(key("ok-2")).label == "mine"
+
+
+def test_a_refused_write_is_retried_without_waiting_for_another_change(tmp_path: Path, monkeypatch) -> None:
+    from genspark2api.pool import store as store_module
+
+    real = store_module._write
+    refusals = [sqlite3.OperationalError("database is locked")]
+
+    def flaky(connection, table, key, pending):
+        if refusals:
+            raise refusals.pop()
+        real(connection, table, key, pending)
+
+    monkeypatch.setattr(store_module, "_write", flaky)
+    monkeypatch.setattr(store_module, "RETRY_SECONDS", 0.05)
+    store = open_sqlite(tmp_path)
+    store.upsert("cookies", {"key": "k1", "successes": 7})
+    deadline = time.monotonic() + 5
+    seen: list[dict] = []
+    while time.monotonic() < deadline and not seen:   # no further change is made meanwhile
+        time.sleep(0.05)
+        seen = list(sqlite3.connect(tmp_path / DB_NAME).execute("SELECT key, successes FROM cookies"))
+    store.close()
+    assert not refusals and seen == [("k1", 7)]

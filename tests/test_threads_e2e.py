@@ -297,3 +297,58 @@ async def test_a_pinned_project_of_another_account_never_kills_a_cookie(
             model=MODEL, messages=[{"role": "user", "content": f"q{n}"}])
         assert result.choices[0].message.content
     assert all(s.state == "healthy" for s in service.runtime.pool.snapshot())
+
+
+def _image(colour: tuple[int, int, int]) -> dict:
+    import base64
+
+    from genspark2api.simulator.media import solid_png
+
+    return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(solid_png(colour)).decode()}}
+
+
+async def test_same_words_about_different_images_are_two_conversations(make_service: ServiceFactory, sim: Simulator) -> None:
+    # The review's reproduction: same text, same answer, different pictures. The binding key saw
+    # only the text, so A's follow-up continued B's project (and B's image).
+    service = await make_service()
+    client = service.openai()
+    histories = []
+    for colour in ((255, 0, 0), (0, 0, 255)):
+        content = [_image(colour), {"type": "text", "text": "Is this image red? One word."}]
+        history = [{"role": "user", "content": content}]
+        answer = (await client.chat.completions.create(model=MODEL, messages=history)).choices[0].message.content
+        histories.append(history + [{"role": "assistant", "content": answer}])
+    first_a, first_b = bodies(sim)[:2]
+    await say(client, histories[0], "And what colour is it really?")
+    await say(client, histories[1], "And what colour is it really?")
+    follow_a, follow_b = bodies(sim)[2:]
+    projects = [p.id for p in sim.projects.values()]
+    assert len(projects) == 2 and follow_a["project_id"] != follow_b["project_id"]
+    assert {follow_a["project_id"], follow_b["project_id"]} == set(projects)
+    assert first_a["project_id"] is None and first_b["project_id"] is None
+
+
+async def test_two_client_keys_never_continue_each_others_projects(make_service: ServiceFactory, sim: Simulator) -> None:
+    service = await make_service(API_SECRET="alice:sk-alice-0001,bob:sk-bob-0002")
+    alice, bob = service.openai(api_key="sk-alice-0001"), service.openai(api_key="sk-bob-0002")
+    history = await say(alice, [], "Hello")
+    await say(bob, history, "Go on.")      # the same transcript, sent with another key
+    await say(alice, history, "Go on.")
+    _, bob_turn, alice_turn = bodies(sim)
+    assert bob_turn["project_id"] is None                     # bob started a thread of his own
+    assert alice_turn["project_id"] is not None               # alice's follow-up continued hers
+
+
+async def test_a_follow_up_that_got_no_answer_keeps_its_thread_for_the_retry(make_service: ServiceFactory, sim: Simulator) -> None:
+    service = await make_service(POOL_WAIT_SECONDS="0")
+    client = service.openai()
+    history = await say(client, [], "My name is Alaq.")
+    (key,) = [s.key for s in service.runtime.pool.snapshot()]
+    service.runtime.pool.set_disabled(key, True)              # the pool cannot take the follow-up
+    with pytest.raises(openai.APIStatusError):
+        await say(client, history, "What is my name?")
+    service.runtime.pool.set_disabled(key, False)
+    await say(client, history, "What is my name?")           # the client's retry
+    first, retry = bodies(sim)
+    assert retry["project_id"] == next(iter(sim.projects.values())).id
+    assert [m["content"] for m in retry["messages"]] == ["What is my name?"]

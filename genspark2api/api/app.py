@@ -131,6 +131,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     prefix = settings.route_prefix
     blocked = set(settings.ip_black_list)
     public_paths = tuple(prefix + p for p in PUBLIC_API_PATHS)
+    admin_views = (prefix + "/v1/pool", prefix + "/v1/upstream")
     # The admin API and the page's forms: rate-limited like the API (a guessed admin key costs a
     # request from the same budget), authenticated by their own modules, never by API_SECRET.
     admin_paths = tuple(dict.fromkeys((prefix + "/admin/", "/admin/")))
@@ -194,6 +195,16 @@ def create_app(runtime: Runtime) -> QuartTrio:
                 f"retry after {int(wait) + 1} s.", type="rate_limit_error", code="client_rate_limited",
                 headers={"Retry-After": str(int(wait) + 1)},
             ))
+        if admin_secret and path in admin_views:
+            # The pool's per-cookie rows and the upstream drift samples are the operator's (issue
+            # #12): with an admin key set, client keys get the counts on the page, not these.
+            if admin_presented():
+                return None
+            client = secrets and presented_key() is not None
+            return error_response(ApiError(
+                403 if client else 401, f"{path} needs the admin key while ADMIN_SECRET is set: send "
+                "'Authorization: Bearer <ADMIN_SECRET>'.", type="permission_error" if client else "invalid_request_error",
+                code="admin_key_required" if client else "invalid_admin_key"))
         if secrets and not admin and not path.startswith(public_paths):
             key = presented_key()
             if key is None:

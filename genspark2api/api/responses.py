@@ -16,7 +16,7 @@ from msgspec import Raw, Struct
 from quart import Blueprint, Response, request
 
 from ..core.answer import Finished
-from ..core.chat import ChatService
+from ..core.chat import ChatService, current_request_key_name
 from ..errors import ApiError, bad_request, whole_number
 from ..runtime import Runtime
 from .bodies import parse_body
@@ -51,6 +51,7 @@ class StoredResponse(Struct):
     response: Raw
     input: list[Item]
     context: list[Item]
+    owner: str | None = None   # the name of the client key that made it: only that key reads it
 
 
 class _Output(Struct):
@@ -127,13 +128,19 @@ def keep(runtime: Runtime, params: ResponsesParams, final: ResponseObject | None
     """Store a completed or incomplete response unless the client said `store: false`."""
     if final is None or not params.store:
         return
-    record = StoredResponse(Raw(encoder.encode(final)), list(params.input_items), list(params.context))
+    record = StoredResponse(Raw(encoder.encode(final)), list(params.input_items), list(params.context),
+                            current_request_key_name())
     runtime.responses.put(final.id, encoder.encode(record), runtime.clock() + runtime.settings.responses_store_ttl)
 
 
 async def load(runtime: Runtime, id: str) -> StoredResponse | None:
+    """The stored response `id`, if the current client key made it (others get a 404, not a 403:
+    an id of another key's response says nothing)."""
     value = await runtime.responses.get(id)
-    return _stored.decode(value) if value is not None else None
+    record = _stored.decode(value) if value is not None else None
+    if record is None or record.owner != current_request_key_name():
+        return None
+    return record
 
 
 async def create_response(runtime: Runtime, chat: ChatService, params: ResponsesParams) -> Response:
@@ -215,7 +222,7 @@ def register_responses_routes(api: Blueprint, runtime: Runtime, chat: ChatServic
 
     @api.delete("/responses/<response_id>")
     async def responses_delete(response_id: str) -> Response:
-        if await runtime.responses.get(response_id) is None:
+        if await load(runtime, response_id) is None:
             raise not_found(response_id)
         runtime.responses.delete(response_id)
         return _json(encoder.encode(DeletedResponse(response_id)))

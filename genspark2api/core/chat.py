@@ -29,6 +29,7 @@ from ..errors import ApiError
 from ..pool.bindings import Binding
 from ..pool.cookies import Lease
 from ..pool.failover import Completed, Failed, RunItem, Won
+from ..requestctx import current_request
 from ..requestctx import request_id as current_request_id
 from ..runtime import Runtime
 from ..upstream.catalog import served_matches
@@ -94,12 +95,19 @@ class PreparedChat:
     served: str | None = None                # `_llm_model`: the model that really answered (§12.8.3)
     reported_usage: UsageReported | None = None
     blamed_texts: set[str] = field(default_factory=set)   # loose §12.5 matches already blamed once
+    claimed_history: list[tuple[str, str]] = field(default_factory=list)   # the state `binding` was claimed for
 
     @property
     def whole(self) -> bool:
         """Whether the client sees nothing before the answer is complete: not a stream, or a
         structured answer, which is checked whole before it is sent (structured.py)."""
         return not self.conversation.stream or self.conversation.output is not None
+
+
+def current_request_key_name() -> str | None:
+    """The name of the client key the current request came with (named keys, client_keys.py)."""
+    ctx = current_request()
+    return getattr(ctx, "key_name", None) if ctx is not None else None
 
 
 class ChatService:
@@ -143,7 +151,9 @@ class ChatService:
         history = [history_entry(t) for t in conversation.turns]
         # The tool set and the output format are part of what a project was told on its first
         # turn: another set or format, another thread.
-        binding_key = route.requested + ("\x00" + instruction if instruction else "")
+        # And so is the client key: two clients never continue each other's projects.
+        key_name = current_request_key_name()
+        binding_key = route.requested + ("\x00key:" + key_name if key_name else "") + ("\x00" + instruction if instruction else "")
         pins = dict(settings.model_chat_map)
         pinned = pins.get(route.requested) or pins.get(",".join(route.upstream))
         earlier = before_latest_turn(history)
@@ -157,6 +167,7 @@ class ChatService:
             new = [UpstreamMessage(role, text) for i, role, text in turns if i is not None and i >= len(earlier)]
             followup = ChatJob(route, new) if new else None
         prepared = PreparedChat(conversation, job, followup, media, history, binding_key, binding, pinned, prompt_tokens)
+        prepared.claimed_history = earlier
         # Conversation turn index -> upstream message index, so media goes into the right message.
         prepared.media.upstream_index = {i: k for k, (i, _, _) in enumerate(turns) if i is not None}
         return prepared
@@ -427,9 +438,18 @@ class ChatService:
         return await self.complete_prepared(await self.prepare(conversation))
 
     async def complete_prepared(self, chat: PreparedChat) -> Answer:
-        if chat.conversation.output is not None:
-            return await self._complete_structured(chat)
-        return await self._complete_once(chat)
+        try:
+            if chat.conversation.output is not None:
+                return await self._complete_structured(chat)
+            return await self._complete_once(chat)
+        except BaseException:
+            self.unclaim(chat)
+            raise
+
+    def unclaim(self, chat: PreparedChat) -> None:
+        """No answer came: give the claimed binding back, so a retry continues its project."""
+        if chat.binding is not None and chat.lease is None:
+            self.rt.bindings.unclaim(chat.binding_key, chat.claimed_history, chat.binding)
 
     async def _complete_once(self, chat: PreparedChat) -> Answer:
         recv, scope = self.start(chat)
@@ -498,6 +518,13 @@ class ChatService:
         return await self.stream_prepared(await self.prepare(conversation))
 
     async def stream_prepared(self, chat: PreparedChat) -> AnswerStream:
+        try:
+            return await self._stream_prepared(chat)
+        except BaseException:
+            self.unclaim(chat)
+            raise
+
+    async def _stream_prepared(self, chat: PreparedChat) -> AnswerStream:
         if chat.conversation.output is not None:
             return await self._stream_whole(chat)
         recv, scope = self.start(chat)

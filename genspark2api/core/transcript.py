@@ -7,6 +7,8 @@ envelope and tool results become user turns, so the whole history stays coherent
 
 from __future__ import annotations
 
+import hashlib
+
 from .conversation import Turn
 from .toolprompt import render_assistant_tool_calls, render_tool_result
 
@@ -22,8 +24,16 @@ def turn_text(turn: Turn) -> str:
 
 
 def history_entry(turn: Turn) -> tuple[str, str]:
-    """(role, text) of a turn as the conversation binding sees it (bindings.conversation_key)."""
-    return turn.role, turn_text(turn)
+    """(role, text) of a turn as the conversation binding sees it (bindings.conversation_key).
+
+    Its images and files count too, by a digest of what the client sent: two conversations with
+    the same words about different pictures are two conversations, each with its own project.
+    """
+    text = turn_text(turn)
+    if turn.media:
+        digest = hashlib.sha256("\x00".join(ref.url for ref in turn.media).encode()).hexdigest()[:32]
+        text += f"\x00media:{digest}"
+    return turn.role, text
 
 
 def upstream_turns(

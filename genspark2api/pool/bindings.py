@@ -116,6 +116,7 @@ class ConversationBindings:
         old_head = self._heads.get(binding.project_id)
         if old_head is not None and old_head != key:
             self._drop(old_head)
+        self._drop(key)   # another project that held this same state no longer heads anything by it
         self._entries[key] = (binding, now)
         self._entries.move_to_end(key)
         self._heads[binding.project_id] = key
@@ -125,6 +126,13 @@ class ConversationBindings:
             if len(self._entries) <= self._max_entries and not self._expired(stored, now):
                 break
             self._drop(oldest_key)
+
+    def unclaim(self, model: str, history: Sequence[tuple[str, str]], binding: Binding) -> None:
+        """Give back a claimed binding whose turn produced no answer (a busy pool, a failure before
+        the first byte): the client's retry continues the same project instead of starting over.
+        Not when the project moved on meanwhile."""
+        if binding.project_id not in self._heads:
+            self.remember(model, history, binding)
 
     def forget_project(self, project_id: str) -> None:
         """Drop the binding of a project upstream no longer knows (HTTP 500, §12.5 E21)."""

@@ -265,6 +265,9 @@ class SavedCookie:
     substitutions: dict[str, int] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
     origin: str = CookieOrigin.CONFIG.value
+    # A hash of the configuration line: a proxy or label an operator set lasts until the line is
+    # edited, across restarts too (an edited `| proxy=…` wins over the stored one).
+    line_fingerprint: str = ""
     # The cookie text, only for cookies an operator added at run time: no configuration holds
     # them, so without it they would not come back after a restart.
     cookie: str | None = field(default=None, repr=False)
@@ -721,7 +724,7 @@ class CookiePool:
         admin = c.origin is CookieOrigin.ADMIN
         return SavedCookie(c.key, cookie_fingerprint(c.cookie), c.dead, c.until, c.reason, c.successes, c.failures,
                            c.consecutive_failures, c.last_used, c.last_error_detail, dict(c.substitutions), extra,
-                           c.origin.value, c.cookie if admin else None)
+                           c.origin.value, cookie_fingerprint(c.line) if c.line else "", c.cookie if admin else None)
 
     def restore(self, saved: SavedCookie) -> str | None:
         """Take back a stored state at start, for a cookie still configured.
@@ -741,7 +744,10 @@ class CookiePool:
         entry.consecutive_failures = saved.consecutive_failures
         entry.last_used, entry.last_error_detail = saved.last_used, saved.last_error_detail
         entry.substitutions = dict(saved.substitutions)
+        line_edited = bool(entry.line) and saved.line_fingerprint != cookie_fingerprint(entry.line)
         for name, value in saved.extra.items():
+            if name in ("proxy", "label") and line_edited:
+                continue   # the edited line's own proxy and label apply
             if name in EXTRA_ATTRIBUTES and hasattr(entry, name):
                 setattr(entry, name, value)
         outcome = "restored"

@@ -52,6 +52,7 @@ SCHEMA_VERSION = 1
 FLUSH_SECONDS = 0.25
 MAX_PENDING = 100_000          # distinct rows waiting for the writer; beyond that a write is dropped
 CLOSE_TIMEOUT = 10.0
+RETRY_SECONDS = 2.0            # between tries of a batch the database refused
 MEMORY_RESPONSES_MAX = 1000    # stored responses held in memory (all of them without DATA_DIR)
 MEMORY_RESPONSES_BYTES = 128 * 1024 * 1024
 
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS cookies (
     fingerprint TEXT NOT NULL DEFAULT '', -- a hash of the whole entry: a changed entry revives a dead cookie
     origin TEXT NOT NULL DEFAULT 'config', -- 'config' rows leave with their GS_COOKIE entry; others are the admin's
     cookie TEXT,                       -- the text of an admin-added cookie only (no configuration holds it)
+    line_fingerprint TEXT NOT NULL DEFAULT '', -- a hash of the configuration line: an edited line's proxy/label win
     dead INTEGER NOT NULL DEFAULT 0,
     until REAL NOT NULL DEFAULT 0,     -- end of the cooldown, unix seconds
     reason TEXT,
@@ -216,7 +218,14 @@ class SqliteStore(StateStore):
                     time.sleep(FLUSH_SECONDS)  # let a burst of changes coalesce into one transaction
                 self._wake.clear()
                 stop = self._is_closed()   # read after clear(): a close() from now on wakes us again
-                self._flush(connection)
+                if not self._flush(connection):
+                    if stop:
+                        time.sleep(FLUSH_SECONDS)
+                        self._flush(connection)   # a last try of the final batch (a lock, a full disk)
+                        return
+                    time.sleep(RETRY_SECONDS)
+                    self._wake.set()   # retried without waiting for the next change
+                    continue
                 if stop:
                     return
         finally:
@@ -226,11 +235,12 @@ class SqliteStore(StateStore):
         with self._lock:
             return self._closed
 
-    def _flush(self, connection: sqlite3.Connection) -> None:
+    def _flush(self, connection: sqlite3.Connection) -> bool:
+        """Write what is pending in one transaction; False when it failed (the batch is kept)."""
         with self._lock:
             batch, self._pending = self._pending, {}
         if not batch:
-            return
+            return True
         try:
             with connection:  # one transaction, committed or rolled back as a whole
                 for (table, key), pending in batch.items():
@@ -243,6 +253,8 @@ class SqliteStore(StateStore):
             with self._lock:  # newer changes win over the failed batch
                 for item, pending in batch.items():
                     self._pending.setdefault(item, pending)
+            return False
+        return True
 
     # ------------------------------------------------------------------ reads
 
@@ -452,7 +464,7 @@ def cookie_row(saved: SavedCookie, now: float) -> Row:
         "reason": saved.reason, "successes": saved.successes, "failures": saved.failures,
         "consecutive_failures": saved.consecutive_failures, "last_used": saved.last_used,
         "last_error": saved.last_error_detail, "substitutions": json_text(saved.substitutions), "updated": now,
-        "origin": saved.origin, "cookie": saved.cookie,
+        "origin": saved.origin, "cookie": saved.cookie, "line_fingerprint": saved.line_fingerprint,
     }
     for name, value in saved.extra.items():
         row[name] = int(value) if isinstance(value, bool) else value
@@ -473,6 +485,7 @@ def saved_cookie(row: Row) -> SavedCookie:
         last_used=row.get("last_used"), last_error_detail=row.get("last_error"),
         substitutions={str(k): int(v) for k, v in substitutions.items() if isinstance(v, int)}, extra=extra,
         origin=row.get("origin") or "config", cookie=row.get("cookie"),
+        line_fingerprint=row.get("line_fingerprint") or "",
     )
 
 
