@@ -44,6 +44,8 @@ def drive(url: str, added: str, profile: Path, screenshot: Path) -> dict[str, ob
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -51,19 +53,26 @@ def drive(url: str, added: str, profile: Path, screenshot: Path) -> dict[str, ob
         options.add_argument(flag)
     driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
     seen: dict[str, object] = {}
+
+    def submit(button: object) -> None:
+        """Click a form's button and wait for the page it posts to (a loaded machine is slow)."""
+        button.click()  # type: ignore[attr-defined]
+        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(button))
+
     try:
         driver.set_page_load_timeout(30)
+        driver.implicitly_wait(10)
         driver.get(url + "/")
         seen["anonymous_has_pool"] = bool(driver.find_elements(By.ID, "pool"))
         driver.find_element(By.ID, "admin-secret").send_keys(ADMIN)
-        driver.find_element(By.ID, "login").click()
+        submit(driver.find_element(By.ID, "login"))
         driver.find_element(By.ID, "add-cookies").send_keys(f"session_id={added}")
         driver.find_element(By.ID, "add-label").send_keys("browser")
-        driver.find_element(By.ID, "add-submit").click()
+        submit(driver.find_element(By.ID, "add-submit"))
         key = key_of(added)
         card = driver.find_element(By.ID, f"cookie-{key}")
         seen["after_add"] = card.get_attribute("data-state"), card.find_element(By.CLASS_NAME, "state").text
-        driver.find_element(By.ID, f"disable-{key}").click()
+        submit(driver.find_element(By.ID, f"disable-{key}"))
         card = driver.find_element(By.ID, f"cookie-{key}")
         seen["after_disable"] = card.get_attribute("data-state"), card.find_element(By.CLASS_NAME, "state").text
         seen["enable_offered"] = bool(driver.find_elements(By.ID, f"enable-{key}"))
