@@ -32,6 +32,7 @@ _SHAPE = re.compile(r"(deltas|pace)=([0-9.]+)")
 class Stats:
     connections = 0
     requests = 0
+    others: dict[str, int] = {}   # "METHOD path" of every other request (the service should send none)
 
 
 def _chunk(data: bytes) -> bytes:
@@ -125,10 +126,13 @@ async def _serve_connection(stream: trio.SocketStream) -> None:
                 Stats.requests += 1
                 await _answer(stream, body)
             elif path == b"/stats":
-                doc = json.dumps({"connections": Stats.connections, "requests": Stats.requests}).encode()
+                doc = json.dumps({"connections": Stats.connections, "requests": Stats.requests,
+                                  "others": Stats.others}).encode()
                 await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                                       b"content-length: %d\r\n\r\n%s" % (len(doc), doc))
             else:
+                key = f"{method.decode()} {path.decode().split('?')[0]}"
+                Stats.others[key] = Stats.others.get(key, 0) + 1
                 await stream.send_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
     except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
         return
