@@ -455,7 +455,11 @@ class ChatService:
         recv, scope = self.start(chat)
         composer = AnswerComposer(self.options(chat), self.rt.counter)
         try:
-            async for item in recv:
+            while True:
+                try:
+                    item = await _next_item(recv)
+                except trio.EndOfChannel:
+                    raise self.rt.ended_early() from None
                 self.observe(chat, item)
                 if isinstance(item, Failed):
                     raise item.error
@@ -463,8 +467,6 @@ class ChatService:
                     break
                 if not isinstance(item, Won):
                     composer.feed(item)
-            else:
-                raise self.rt.ended_early()
         finally:
             scope.cancel()
             recv.close()
@@ -532,7 +534,7 @@ class ChatService:
         try:
             with trio.move_on_after(self.settings.first_byte_hold):
                 while True:
-                    item = await recv.receive()
+                    item = await _next_item(recv)
                     self.observe(chat, item)
                     if isinstance(item, Failed):
                         raise item.error
@@ -612,6 +614,10 @@ class AnswerStream:
         if self._held:
             return self._step(self._held.pop(0))
         try:
+            try:
+                return self._step(self._recv.receive_nowait())   # no timer for what is queued
+            except trio.WouldBlock:
+                pass
             if keepalive <= 0:
                 return self._step(await self._recv.receive())
             with trio.move_on_after(keepalive):
@@ -734,3 +740,13 @@ def _merge_turns(messages: list[UpstreamMessage]) -> UpstreamMessage:
     for m in messages:
         parts += [{"type": "text", "text": m.content}] if isinstance(m.content, str) else m.content
     return UpstreamMessage("user", parts)
+
+
+async def _next_item(recv: trio.MemoryReceiveChannel) -> Any:
+    """The next item of an attempt channel: one already queued without a schedule point (the
+    attempts queue a whole upstream read's events at once), else wait for one. EndOfChannel
+    when the attempts are over and nothing is left."""
+    try:
+        return recv.receive_nowait()
+    except trio.WouldBlock:
+        return await recv.receive()

@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -92,6 +92,19 @@ class Failed:
 
 
 RunItem = AnswerEvent | Won | Completed | Failed
+
+
+async def _put(send: trio.MemorySendChannel, item: Any) -> None:
+    """Queue an item for the consumer without a schedule point when there is room.
+
+    The channels are unbounded, so this never waits: the attempt runs on to its next upstream
+    read (itself a checkpoint), and the consumer takes whatever queued meanwhile in one go. An
+    `await send.send` per item cost a task switch per upstream event. A bounded channel that is
+    full still waits."""
+    try:
+        send.send_nowait(item)
+    except trio.WouldBlock:
+        await send.send(item)
 
 
 def stalled(seconds: float, why: str) -> Failure:
@@ -240,14 +253,14 @@ class FailoverRunner:
         async def commit() -> None:
             nonlocal committed
             committed = True
-            await send.send(Won(lease))
+            await _put(send, Won(lease))
             for item in held:
-                await send.send(item)
+                await _put(send, item)
             held.clear()
 
         async def emit(event: AnswerEvent) -> None:
             if committed:
-                await send.send(event)
+                await _put(send, event)
                 return
             if state.winner is not None and state.winner is not lease:
                 scope.cancel()  # another attempt won while this one was mid-flight
@@ -287,7 +300,7 @@ class FailoverRunner:
                         await commit()
                     release(None)
                     outcome = "success"
-                    await send.send(Completed())
+                    await _put(send, Completed())
                     state.done = True
                 except UpstreamFailure as exc:
                     failure = exc.failure
