@@ -275,7 +275,7 @@ class Settings:
     cookie_file: str = setting("GS_COOKIE_FILE", "", _str, "File with one cookie per line (# comments); re-read on SIGHUP and on change")
     base_url: str = setting("GENSPARK_BASE_URL", "https://www.genspark.ai", _url("http", "https"), "Where every upstream call goes")
     chat_protocol: str = setting("GENSPARK_CHAT_PROTOCOL", "ai_chat", _choice(*CHAT_PROTOCOLS), "ai_chat (/api/agent/ask_proxy) or copilot (/api/copilot/ask)")
-    proxy_url: str = setting("PROXY_URL", "", _url("http", "https", "socks5", "socks5h"), "Egress proxy for every upstream call")
+    proxy_url: str = setting("PROXY_URL", "", _url("http", "https", "socks5", "socks5h"), "Egress proxy for every upstream call (unset: the standard HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY variables, if any)")
     recaptcha_proxy_url: str = setting("RECAPTCHA_PROXY_URL", "", _url("http", "https"), "reCAPTCHA token service (GET {url}/genspark)")
     connect_timeout: float = setting("UPSTREAM_CONNECT_TIMEOUT", 15.0, _seconds(0.1), "Upstream connect timeout, seconds")
     idle_timeout: float = setting("UPSTREAM_IDLE_TIMEOUT", 120.0, _seconds(0.1), "Longest silence accepted from an upstream stream, seconds")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from typing import ClassVar
 
 import trio
 
@@ -32,7 +33,7 @@ _SHAPE = re.compile(r"(deltas|pace)=([0-9.]+)")
 class Stats:
     connections = 0
     requests = 0
-    others: dict[str, int] = {}   # "METHOD path" of every other request (the service should send none)
+    others: ClassVar[dict[str, int]] = {}   # "METHOD path" of every other request (the service should send none)
 
 
 def _chunk(data: bytes) -> bytes:

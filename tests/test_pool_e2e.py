@@ -825,6 +825,27 @@ async def test_proxy_url_routes_every_upstream_call(nursery: trio.Nursery, sim: 
         assert proxy.seen and all(line == f"CONNECT {urlsplit(upstream).netloc}" for line in proxy.seen)
 
 
+async def test_the_standard_proxy_variables_still_route_upstream_calls(
+    nursery: trio.Nursery, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx honoured HTTP(S)_PROXY itself while it built the transports; since the service builds
+    # them (the chat stream talks to its transport directly), it reads the variables itself.
+    sim_address = urlsplit(sim.url)  # type: ignore[attr-defined]
+    upstream = f"http://genspark.invalid:{free_port()}"
+    proxy = LoopbackProxy("http", "genspark.invalid", (sim_address.hostname or "", sim_address.port or 80))
+    proxy_port = await nursery.start(proxy.serve)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy_port}")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")   # the test's own client talks to the service directly
+    service = await serve(nursery, sim, [cookie("ok")], GENSPARK_BASE_URL=upstream, AUTO_DEL_CHAT="0")
+    assert answered(await ask(service))
+    assert answered(await ask(service, stream=True))
+    assert len(proxy.seen) == 2 and all(line.split(" ")[1].startswith(upstream + "/api/") for line in proxy.seen)
+    # NO_PROXY naming the upstream host wins, as it did with httpx.
+    from genspark2api.upstream.client import environment_proxy
+    monkeypatch.setenv("NO_PROXY", "genspark.invalid")
+    assert environment_proxy(upstream) is None
+
+
 # ------------------------------------------------------------------------------ logs
 
 

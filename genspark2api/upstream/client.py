@@ -11,10 +11,13 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import httpx
+import msgspec
 import trio
 
 from ..redact import mask_proxy
@@ -118,26 +121,49 @@ class UpstreamStream:
 
 def upstream_transport(
     settings: Settings, given: httpx.AsyncBaseTransport | None, limits: httpx.Limits, proxy: str | None
-) -> tuple[httpx.AsyncBaseTransport | None, str | None]:
-    """The transport under the client and the proxy httpx itself should use.
+) -> httpx.AsyncBaseTransport:
+    """The transport under the client: one per egress route, with its own connection pool.
 
     `proxy` is `PROXY_URL` or a cookie's own proxy (None = direct). `UPSTREAM_TRANSPORT=browser`
-    carries it inside (libcurl speaks http and socks5 proxies itself); `UPSTREAM_RECORD_DIR` wraps
-    whichever transport it is, so the recording sees the wire bytes of both. With neither, httpx
-    builds its own transport as it always did.
+    carries it inside (libcurl speaks http and socks5 proxies itself), httpx's own transport
+    otherwise; `UPSTREAM_RECORD_DIR` wraps whichever it is, so the recording sees the wire bytes
+    of both. The transport is built here, not by httpx.AsyncClient, because the chat stream talks
+    to it directly (`GensparkClient.open_stream`).
     """
     inner = given
     if inner is None and settings.upstream_transport == "browser":
         from .browser import BrowserTransport  # curl_cffi only when asked for
 
-        inner, proxy = BrowserTransport(impersonate=settings.upstream_impersonate, proxy=proxy), None
+        inner = BrowserTransport(impersonate=settings.upstream_impersonate, proxy=proxy)
+    if inner is None:
+        inner = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
     if settings.upstream_record_dir:
         from .recording import RecordingTransport
 
-        if inner is None:
-            inner, proxy = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits), None
         inner = RecordingTransport(inner, settings.upstream_record_dir)
-    return inner, proxy
+    return inner
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the standard environment variables name for `url` (HTTPS_PROXY, HTTP_PROXY,
+    ALL_PROXY, NO_PROXY), as httpx itself would have used them before the transports were
+    built here; None when they name none."""
+    host = urlsplit(url).hostname or ""
+    if proxy_bypass_environment(host):
+        return None
+    proxies = getproxies_environment()
+    return proxies.get(urlsplit(url).scheme) or proxies.get("all") or None
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One egress route: the httpx client for ordinary calls and, under it, the transport the
+    chat stream uses directly, with the client's default headers and timeouts."""
+
+    http: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
+    headers: tuple[tuple[str, str], ...]
+    timeout: dict[str, float | None]
 
 
 ProxyOf = Callable[[str], "str | None"]
@@ -164,46 +190,51 @@ class GensparkClient:
         self.timezone = settings.timezone
         self._settings = settings
         self._given = transport
-        self._default_proxy = settings.proxy_url or None
+        self._default_proxy = settings.proxy_url or environment_proxy(settings.base_url)
         self.proxy_of: ProxyOf = _no_proxy_of_its_own
         self.transport_name = "custom" if transport is not None else settings.upstream_transport
-        self._http = self._build(self._default_proxy)
-        self._by_proxy: dict[str, httpx.AsyncClient] = {}
+        self._default = self._build(self._default_proxy)
+        self._by_proxy: dict[str, _Route] = {}
         self._closed = False
         # The reCAPTCHA service is called without the egress proxy (§1.1) and with a short deadline.
         self._side = httpx.AsyncClient(timeout=httpx.Timeout(20.0), transport=transport, follow_redirects=True)
 
-    def _build(self, proxy: str | None) -> httpx.AsyncClient:
+    def _build(self, proxy: str | None) -> _Route:
         settings = self._settings
         timeout = httpx.Timeout(settings.connect_timeout, read=settings.idle_timeout, write=60.0, pool=30.0)
         # Every open SSE stream holds a pool slot (python-stack.md §4): size for many streams.
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
-        upstream, httpx_proxy = upstream_transport(settings, self._given, limits, proxy)
-        return httpx.AsyncClient(
+        transport = upstream_transport(settings, self._given, limits, proxy)
+        http = httpx.AsyncClient(
             timeout=timeout,
             limits=limits,
-            proxy=httpx_proxy,
-            transport=upstream,
+            transport=transport,
             follow_redirects=False,
             # §12.5 E22: without a User-Agent ask_proxy answers 400 'bad request cf'.
             headers={"User-Agent": settings.user_agent},
         )
+        defaults = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in http.headers.raw)
+        return _Route(http, transport, defaults, timeout.as_dict())
+
+    def _route_for(self, cookie: str | None) -> _Route:
+        """The egress route that is this cookie's (the default one without a cookie)."""
+        if not cookie or self._given is not None or self._closed:
+            return self._default
+        wanted = self.proxy_of(cookie)
+        if wanted is None:
+            return self._default
+        proxy = None if wanted == DIRECT else wanted
+        if proxy == self._default_proxy:
+            return self._default
+        route = self._by_proxy.get(wanted)
+        if route is None:
+            route = self._by_proxy[wanted] = self._build(proxy)
+            log.info("upstream client for proxy %s opened", mask_proxy(wanted))
+        return route
 
     def _http_for(self, cookie: str | None) -> httpx.AsyncClient:
         """The client whose egress route is this cookie's (the default one without a cookie)."""
-        if not cookie or self._given is not None or self._closed:
-            return self._http
-        wanted = self.proxy_of(cookie)
-        if wanted is None:
-            return self._http
-        proxy = None if wanted == DIRECT else wanted
-        if proxy == self._default_proxy:
-            return self._http
-        client = self._by_proxy.get(wanted)
-        if client is None:
-            client = self._by_proxy[wanted] = self._build(proxy)
-            log.info("upstream client for proxy %s opened", mask_proxy(wanted))
-        return client
+        return self._route_for(cookie).http
 
     @property
     def proxies_open(self) -> list[str]:
@@ -212,10 +243,10 @@ class GensparkClient:
 
     async def aclose(self) -> None:
         self._closed = True
-        clients = [self._http, *self._by_proxy.values()]
+        routes = [self._default, *self._by_proxy.values()]
         self._by_proxy.clear()
-        for client in clients:
-            await client.aclose()
+        for route in routes:
+            await route.http.aclose()   # closes its transport too
         await self._side.aclose()
 
     def same_origin(self, url: str) -> bool:
@@ -250,13 +281,25 @@ class GensparkClient:
     async def open_stream(
         self, path: str, *, cookie: str, json: Any, referer: str = "/", accept: str = "text/event-stream"
     ) -> AsyncIterator[UpstreamStream]:
-        """POST and hold the response open. Error bodies raise `UpstreamFailure` right away."""
-        http = self._http_for(cookie)
-        request = http.build_request("POST", self.url(path), json=json, headers=self._headers(cookie, accept, referer))
+        """POST and hold the response open. Error bodies raise `UpstreamFailure` right away.
+
+        The request goes to the route's transport directly, past httpx.AsyncClient: the client's
+        URL and header merging, cookie jar (Genspark's Set-Cookie is not ours to keep: the cookie
+        is the pool's) and redirect and auth loops cost about as much CPU as the rest of an
+        answer's upstream side, and this call needs none of them. The wire is the same: the
+        client's default headers, then ours; its timeouts.
+        """
+        route = self._route_for(cookie)
+        ours = self._headers(cookie, accept, referer)
+        named = {name.lower() for name in ours}
+        headers = [(k, v) for k, v in route.headers if k.lower() not in named] + list(ours.items())
+        request = httpx.Request("POST", self.url(path), content=msgspec.json.encode(json), headers=headers,
+                                extensions={"timeout": route.timeout})
         try:
-            response = await http.send(request, stream=True)
+            response = await route.transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
+        response.request = request
         try:
             first = b""
             ctype = response.headers.get("content-type", "")
