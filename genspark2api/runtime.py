@@ -99,7 +99,7 @@ class Runtime:
         if self.store.persistent:
             self.restored.append(f"{attach_bindings(self.store, self.bindings)} conversation binding(s) and "
                                  f"{attach_links(self.store, self.media_links, self.pool)} media link(s) restored")
-        self.counter = counter or TokenCounter(data_dir=default_data_dir())
+        self.counter = counter or TokenCounter(data_dir=default_data_dir(), background=True)
         self.nursery: trio.Nursery | None = None
         self.large_body_slots = trio.CapacityLimiter(settings.large_body_concurrency)  # connection.py
         self.shutting_down = False

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -166,31 +167,61 @@ def _estimate(text: str) -> int:
 class TokenCounter:
     """Counts tokens with tiktoken when it can load offline, with the module's estimate else.
 
-    The encoding is loaded once, here (about 0.3 s for o200k_base), so build one counter at
-    startup and share it: afterwards it holds no mutable state and is safe to use from any thread.
-    `data_dir` None means `default_data_dir()`.
+    The encoding is loaded once (about 0.3-0.8 s for o200k_base), so build one counter at startup
+    and share it: afterwards it holds no mutable state and is safe to use from any thread.
+    `data_dir` None means `default_data_dir()`. `background=True` (the service) loads it on a
+    thread, so the service is ready while the tokenizer still loads: the load was most of the
+    start-to-ready time. The first count that comes before the load is done waits for it (once,
+    a fraction of a second, and only for a request in the service's first second).
     """
-
-    exact: bool
-    description: str
 
     def __init__(
         self,
         encoding_name: str = "o200k_base",
         *,
         data_dir: str | os.PathLike[str] | None = None,
+        background: bool = False,
     ) -> None:
         directory = default_data_dir() if data_dir is None else Path(data_dir)
-        self._encoding, why_not = _load_offline(encoding_name, directory)
-        self.exact = self._encoding is not None
-        if self._encoding is not None:
-            self.description = f"tiktoken {encoding_name}"
-            log.info("token counts: tiktoken %s from %s", encoding_name, directory)
+        self._name = encoding_name
+        self._encoding_loaded: tiktoken.Encoding | None = None
+        self._description = f"loading tiktoken {encoding_name} in the background"
+        self._loaded = threading.Event()
+        if background:
+            threading.Thread(target=self._load, args=(directory,), name="tiktoken-load", daemon=True).start()
         else:
-            self.description = ESTIMATE_DESCRIPTION
-            log.warning(
-                "token counts are estimates: %s (run scripts/fetch_tiktoken_data.py)", why_not
-            )
+            self._load(directory)
+
+    def _load(self, directory: Path | None) -> None:
+        try:
+            encoding, why_not = _load_offline(self._name, directory)
+            self._encoding_loaded = encoding
+            if encoding is not None:
+                self._description = f"tiktoken {self._name}"
+                log.info("token counts: tiktoken %s from %s", self._name, directory)
+            else:
+                self._description = ESTIMATE_DESCRIPTION
+                log.warning("token counts are estimates: %s (run scripts/fetch_tiktoken_data.py)", why_not)
+        finally:
+            self._loaded.set()
+
+    @property
+    def _encoding(self) -> tiktoken.Encoding | None:
+        if not self._loaded.is_set():
+            started = time.perf_counter()
+            self._loaded.wait()
+            log.info("a token count waited %.2f s for tiktoken to load", time.perf_counter() - started)
+        return self._encoding_loaded
+
+    @property
+    def exact(self) -> bool:
+        """Whether counts are tiktoken's (waits for the load)."""
+        return self._encoding is not None
+
+    @property
+    def description(self) -> str:
+        """What counts (never waits: "loading ..." while the load runs)."""
+        return self._description
 
     def count(self, text: str) -> int:
         """Tokens in `text`; special-token strings such as "<|endoftext|>" count as plain text."""
