@@ -24,6 +24,7 @@ from .core.media_links import MediaLinks, attach_links
 from .core.usage import TokenCounter, default_data_dir
 from .errors import ApiError, upstream_error
 from .metrics import Metrics
+from .looplag import LoopLag
 from .pool.bindings import ConversationBindings
 from .pool.cookies import CookiePool, CooldownPolicy
 from .pool.failover import FailoverRunner
@@ -85,9 +86,10 @@ class Runtime:
         self.key_usage = KeyUsage(settings.key_rpm_limits, clock=clock)
         known_models = frozenset(m for m, _ in self.catalog.listed()) | frozenset(self.catalog.aliases())
         self.metrics = Metrics(self.pool, self.key_usage, known_models)
+        self.loop_lag = LoopLag()   # watched from the app nursery (api/app.py startup)
         self.runner = FailoverRunner(
             self.pool, max_attempts=settings.max_attempts, hedge_after=settings.hedge_after,
-            pool_wait=settings.pool_wait, clock=clock, observer=self.metrics,
+            pool_wait=settings.pool_wait, clock=clock, observer=self.metrics, behind=self.loop_lag.behind,
         )
         self.bindings = ConversationBindings(clock=clock)
         self.media_links = MediaLinks(settings.media_link_ttl)  # MEDIA_URLS=proxy

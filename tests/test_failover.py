@@ -319,6 +319,25 @@ async def test_hedge_starts_a_second_attempt_and_cancels_the_loser(autojump_cloc
     assert state_of(pool, COOKIES[1]).successes == 1
 
 
+async def test_no_hedge_while_our_own_loop_runs_late(autojump_clock: trio.testing.MockClock) -> None:
+    # A burst puts the service's own loop seconds behind: the first attempt's silence is ours,
+    # so the due hedge waits (asked again one HEDGE_AFTER later) instead of doubling the load.
+    late_until = 5.0
+    started = trio.current_time()
+    runner, pool, _ = make(2, hedge_after=2.0)
+    runner.behind = lambda: trio.current_time() - started < late_until
+    tried: list[str] = []
+
+    async def slow(emit: Emit) -> None:
+        await trio.sleep(100)
+        await answer(emit, "late")
+
+    items = await run(runner, scripted({COOKIES[0]: slow}, tried))
+    # Due at 2 s and 4 s (the loop was late), started at 6 s, the first time the loop was on time.
+    assert trio.current_time() - started == pytest.approx(6.0)
+    assert tried == [COOKIES[0], COOKIES[1]] and items[0].lease.key == KEY[COOKIES[1]] and items[-1] == Completed()
+
+
 async def test_no_hedge_when_the_first_answers_in_time(autojump_clock: trio.testing.MockClock) -> None:
     runner, _, _ = make(2, hedge_after=2.0)
     tried: list[str] = []

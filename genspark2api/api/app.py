@@ -141,6 +141,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     async def startup() -> None:
         runtime.nursery = app.nursery
         app.nursery.start_soon(runtime.watch_cookie_file)
+        app.nursery.start_soon(runtime.loop_lag.watch)
 
     @app.after_serving
     async def shutdown() -> None:

@@ -61,6 +61,9 @@ class RunObserver(Protocol):
     def hedge(self) -> None:
         """A second attempt started because the first stayed silent."""
 
+    def hedge_postponed(self) -> None:
+        """A due hedge was not started: our own event loop was running late (looplag.py)."""
+
 
 class _Unobserved:
     def attempt(self, outcome: str) -> None:
@@ -70,6 +73,9 @@ class _Unobserved:
         pass
 
     def hedge(self) -> None:
+        pass
+
+    def hedge_postponed(self) -> None:
         pass
 
 
@@ -134,14 +140,25 @@ class _RunState:
 class FailoverRunner:
     def __init__(self, pool: CookiePool, *, max_attempts: int = 0, hedge_after: float = 0.0,
                  pool_wait: float = 0.0, clock: Callable[[], float] = time.time,
-                 observer: RunObserver | None = None) -> None:
+                 observer: RunObserver | None = None, behind: Callable[[], bool] = lambda: False) -> None:
         self.pool = pool
+        # Whether our own event loop runs late (looplag.LoopLag.behind): then an attempt's silence
+        # may be ours, and a hedge would only add load and blame its cookie.
+        self.behind = behind
+        self._postponed_logged = -math.inf
         self.observer: RunObserver = observer or _Unobserved()
         self.clock = clock
         self.max_attempts = max_attempts
         self.hedge_after = hedge_after
         self.pool_wait = pool_wait          # how long an attempt waits for a cookie below its cap
         self._freed: trio.Event | None = None
+
+    def _log_postponed(self) -> None:
+        now = trio.current_time()
+        if now - self._postponed_logged >= 10.0:   # one line per burst, not one per request
+            self._postponed_logged = now
+            log.warning("hedging postponed: the service's own event loop is running late (a burst of "
+                        "requests?); a silent attempt may only be waiting for us to read it")
 
     def _lease_freed(self) -> None:
         """Wake the requests waiting for a cookie with a free in-flight slot."""
@@ -226,6 +243,11 @@ class FailoverRunner:
             if hedging and state.winner is None and len(state.running) == 1 and state.started < limit:
                 timeout = state.last_start + self.hedge_after - trio.current_time()
                 if timeout <= 0:
+                    if self.behind():
+                        self._log_postponed()
+                        self.observer.hedge_postponed()
+                        state.last_start = trio.current_time()  # ask again one HEDGE_AFTER later
+                        continue
                     hedging = await start_next(True)  # nothing left to hedge on: stop trying
                     continue
             state.changed = trio.Event()
