@@ -12,8 +12,10 @@ import re
 import time
 
 import trio
+import trio.testing
 from conftest import ServiceFactory, sse_frames
 
+from genspark2api.api.sse_body import SSEBody
 from genspark2api.simulator import Simulator
 
 
@@ -116,3 +118,45 @@ async def test_the_first_content_frame_is_not_held_for_the_window(sim: Simulator
     text = "".join(x for _, c in chunks for x in contents(c))
     assert text.endswith("You said: one two three four five six")
     assert chunks[-1][1].endswith(b"data: [DONE]\n\n")
+
+
+class _Frames(SSEBody):
+    """The smallest SSE body on top of `_gather`: each item is its own frame."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel, window: float) -> None:
+        self.recv = recv
+        self.coalesce_window = window
+
+    def _cancel(self) -> None:
+        self.recv.close()
+
+    async def _frames(self):
+        while True:
+            try:
+                item = await self.recv.receive()
+            except trio.EndOfChannel:
+                return
+            out, _ = await self._gather(item, self.recv.receive_nowait, lambda more: (more, False))
+            yield out
+
+
+async def test_only_a_fast_stream_waits_for_the_window(autojump_clock: trio.testing.MockClock) -> None:
+    # Items farther apart than the window are written the moment they come (no 0.1 s added to
+    # each, no timer per frame: a thousand slow streams cost a thousand timers a second); items
+    # that come sooner than a window after the last write share the next write.
+    send, recv = trio.open_memory_channel(100)
+    body = _Frames(recv, window=0.1)
+    start = trio.current_time()
+
+    async def produce() -> None:
+        async with send:
+            for at, item in [(0.0, b"a"), (1.0, b"b"), (2.0, b"c"), (2.02, b"d"), (2.04, b"e"), (2.06, b"f")]:
+                await trio.sleep_until(start + at)
+                await send.send(item)
+
+    written: list[tuple[float, bytes]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        async for frames in body:
+            written.append((round(trio.current_time() - start, 3), frames))
+    assert written == [(0.0, b"a"), (1.0, b"b"), (2.0, b"c"), (2.12, b"def")]
