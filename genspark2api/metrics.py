@@ -61,8 +61,9 @@ class Metrics:
                                   registry=r)
         self._hedges = Counter(f"{PREFIX}_hedges", "Second attempts started because the first stayed silent "
                                "(HEDGE_AFTER_SECONDS)", registry=r)
-        self._hedges_postponed = Counter(f"{PREFIX}_hedges_postponed", "Hedges not started because the service's "
-                                         "own event loop was running late (a burst of requests)", registry=r)
+        self._postponed = Counter(f"{PREFIX}_silence_checks_postponed", "Due hedges and stall checks that waited "
+                                  "because the service's own event loop ran late (a burst of requests), by check",
+                                  ("check",), registry=r)
         self._tokens = Counter(f"{PREFIX}_tokens", "Tokens of completed answers, by type (prompt or completion)",
                                ("type",), registry=r)
         r.register(_ScrapeTimeCollector(pool, key_usage))
@@ -86,8 +87,8 @@ class Metrics:
     def hedge(self) -> None:
         self._hedges.inc()
 
-    def hedge_postponed(self) -> None:
-        self._hedges_postponed.inc()
+    def postponed(self, check: str) -> None:
+        self._postponed.labels(check).inc()
 
     def first_content(self, route: str | None = None, seconds: float | None = None) -> None:
         """The first answer text of a request is ready; defaults: the current request's route and age."""

@@ -413,6 +413,23 @@ async def test_a_silent_cookie_fails_at_the_first_event_deadline_and_is_not_trie
     assert tried == [COOKIES[1]]  # the next request does not go straight back to the stalled cookie
 
 
+async def test_no_stall_is_declared_while_our_own_loop_runs_late(autojump_clock: trio.testing.MockClock) -> None:
+    # Due at 5 s, but the service's own loop is late until 6.5 s: the check is made again each
+    # second (6 s: still late) and the stall is declared at 7 s, the first on-time check.
+    runner, pool, _ = make(2)
+    started = trio.current_time()
+    runner.behind = lambda: trio.current_time() - started < 6.5
+    tried: list[str] = []
+
+    async def silent(emit: Emit) -> None:
+        await trio.sleep(1000)
+
+    items = await run(runner, scripted({COOKIES[0]: silent}, tried), first_event_timeout=5.0)
+    assert trio.current_time() - started == pytest.approx(7.0)
+    assert tried == [COOKIES[0], COOKIES[1]] and items[-1] == Completed()
+    assert state_of(pool, COOKIES[0]).reason == "upstream_stalled"
+
+
 async def test_the_first_event_deadline_ends_at_the_first_answer_text(autojump_clock: trio.testing.MockClock) -> None:
     runner, _, _ = make(1)
 

@@ -15,6 +15,9 @@ one nursery:
 - With `first_event_timeout` > 0 an attempt that produces nothing answer-bearing in that time
   fails as a stall (NETWORK: its cookie cools down, the next cookie is tried). The idle timeout
   alone allowed a silent cookie 120 s per request (issue #10 item 7).
+- Both silence timers are the supervisor's, and both wait while the service's own event loop
+  runs late (`behind`, looplag.py): under a burst an attempt's events may sit unread in our
+  socket, and a hedge or a stall then would add load and blame a healthy cookie for our delay.
 - An attempt cancelled without an outcome (a lost race, the client left) is released as
   cancelled: neither credited nor blamed.
 - After the win, a failure is reported as `Failed` (the client gets an error event); before it,
@@ -61,8 +64,8 @@ class RunObserver(Protocol):
     def hedge(self) -> None:
         """A second attempt started because the first stayed silent."""
 
-    def hedge_postponed(self) -> None:
-        """A due hedge was not started: our own event loop was running late (looplag.py)."""
+    def postponed(self, check: str) -> None:
+        """A due silence check (`hedge` or `stall`) waited: our own event loop ran late (looplag.py)."""
 
 
 class _Unobserved:
@@ -75,7 +78,7 @@ class _Unobserved:
     def hedge(self) -> None:
         pass
 
-    def hedge_postponed(self) -> None:
+    def postponed(self, check: str) -> None:
         pass
 
 
@@ -113,6 +116,9 @@ async def _put(send: trio.MemorySendChannel, item: Any) -> None:
         await send.send(item)
 
 
+STALL_RECHECK = 1.0   # seconds: a stall check postponed (our loop ran late) is made again this soon
+
+
 def stalled(seconds: float, why: str) -> Failure:
     """A cookie that said nothing answer-bearing in time: network-ish (a short, escalating cooldown)."""
     return Failure(FailureKind.NETWORK, "upstream_stalled", f"Genspark sent no answer within {seconds:g} s ({why}).")
@@ -135,6 +141,9 @@ class _RunState:
     pool_wait: float = 0.0
     first_event_timeout: float = 0.0
     hedged_over: set[int] = field(default_factory=set)   # silent attempts a hedge was started against
+    # Per attempt token: the scope a stall cancels, and when (while nothing answer-bearing came).
+    first_event: dict[int, trio.CancelScope] = field(default_factory=dict)
+    first_due: dict[int, float] = field(default_factory=dict)
 
 
 class FailoverRunner:
@@ -152,13 +161,6 @@ class FailoverRunner:
         self.hedge_after = hedge_after
         self.pool_wait = pool_wait          # how long an attempt waits for a cookie below its cap
         self._freed: trio.Event | None = None
-
-    def _log_postponed(self) -> None:
-        now = trio.current_time()
-        if now - self._postponed_logged >= 10.0:   # one line per burst, not one per request
-            self._postponed_logged = now
-            log.warning("hedging postponed: the service's own event loop is running late (a burst of "
-                        "requests?); a silent attempt may only be waiting for us to read it")
 
     def _lease_freed(self) -> None:
         """Wake the requests waiting for a cookie with a free in-flight slot."""
@@ -224,6 +226,9 @@ class FailoverRunner:
                 self.observer.hedge()
             # Registered before the task runs, so the loop below never sees a gap.
             state.running[lease.token] = trio.CancelScope()
+            state.first_event[lease.token] = trio.CancelScope()
+            if state.first_event_timeout > 0:
+                state.first_due[lease.token] = trio.current_time() + state.first_event_timeout
             nursery.start_soon(self._attempt, attempt, lease, send, state)
             return True
 
@@ -239,20 +244,44 @@ class FailoverRunner:
                     return
                 self.observer.failover()
                 continue
-            timeout = math.inf
+            timeout = self._check_stalls(state)
             if hedging and state.winner is None and len(state.running) == 1 and state.started < limit:
-                timeout = state.last_start + self.hedge_after - trio.current_time()
-                if timeout <= 0:
-                    if self.behind():
-                        self._log_postponed()
-                        self.observer.hedge_postponed()
+                until_hedge = state.last_start + self.hedge_after - trio.current_time()
+                if until_hedge <= 0:
+                    if self._postpone("hedge"):
                         state.last_start = trio.current_time()  # ask again one HEDGE_AFTER later
                         continue
                     hedging = await start_next(True)  # nothing left to hedge on: stop trying
                     continue
+                timeout = min(timeout, until_hedge)
             state.changed = trio.Event()
             with trio.move_on_after(timeout):
                 await state.changed.wait()
+
+    def _check_stalls(self, state: _RunState) -> float:
+        """Stop the attempts silent past UPSTREAM_FIRST_EVENT_TIMEOUT (each then fails as
+        `upstream_stalled`); the seconds until the next one is due."""
+        now = trio.current_time()
+        for token, due in list(state.first_due.items()):
+            if due <= now:
+                if self._postpone("stall"):
+                    state.first_due[token] = now + STALL_RECHECK
+                else:
+                    del state.first_due[token]
+                    state.first_event[token].cancel()
+        return min(state.first_due.values(), default=math.inf) - now
+
+    def _postpone(self, check: str) -> bool:
+        """Whether a due silence check waits because our own loop runs late (told once a burst)."""
+        if not self.behind():
+            return False
+        self.observer.postponed(check)
+        now = trio.current_time()
+        if now - self._postponed_logged >= 10.0:   # one line per burst, not one per request
+            self._postponed_logged = now
+            log.warning("hedges and stall checks postponed: the service's own event loop is running late "
+                        "(a burst of requests?); a silent attempt may only be waiting for us to read it")
+        return True
 
     async def _attempt(self, attempt: Attempt, lease: Lease, send: trio.MemorySendChannel, state: _RunState) -> None:
         scope = state.running[lease.token]
@@ -261,9 +290,7 @@ class FailoverRunner:
         released = False
         outcome: str | None = None  # told to the observer once, in `finally`
         # Until its first answer-bearing event; lifted by emit.
-        first_event = trio.CancelScope()
-        if state.first_event_timeout > 0:
-            first_event.deadline = trio.current_time() + state.first_event_timeout
+        first_event = state.first_event[lease.token]   # cancelled by the supervisor on a stall
 
         def release(failure: Failure | None, *, cancelled: bool = False) -> None:
             nonlocal released
@@ -290,7 +317,7 @@ class FailoverRunner:
                 return
             held.append(event)
             if is_answer_bearing(event):
-                first_event.deadline = math.inf
+                state.first_due.pop(lease.token, None)
             if state.winner is None and is_answer_bearing(event):
                 state.winner = lease
                 for token, other in list(state.running.items()):
@@ -349,6 +376,8 @@ class FailoverRunner:
             release(None, cancelled=True)  # cancelled losers and cancelled requests: no outcome
             self.observer.attempt(outcome or "cancelled")
             state.running.pop(lease.token, None)
+            state.first_event.pop(lease.token, None)
+            state.first_due.pop(lease.token, None)
             state.changed.set()
 
     def _exhausted(self, state: _RunState) -> ApiError:
