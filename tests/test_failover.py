@@ -324,7 +324,7 @@ async def test_no_hedge_while_our_own_loop_runs_late(autojump_clock: trio.testin
     # so the due hedge waits (asked again one HEDGE_AFTER later) instead of doubling the load.
     late_until = 5.0
     started = trio.current_time()
-    runner, pool, _ = make(2, hedge_after=2.0)
+    runner, _, _ = make(2, hedge_after=2.0)
     runner.behind = lambda: trio.current_time() - started < late_until
     tried: list[str] = []
 
