@@ -49,6 +49,8 @@ async def protocol_send(self: Any, event: Any) -> None:
     if not isinstance(event, RawData):
         await _ORIGINAL_SEND(self, event)
         return
+    if not event.data:
+        return   # h11's end of a sized body is b"": no write to make (a lock, a scope and a checkpoint saved)
     timeout = getattr(self.config, SEND_TIMEOUT, None) or math.inf
     async with self.send_lock:
         try:
