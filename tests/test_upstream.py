@@ -22,3 +22,41 @@ from genspark2api.upstream.client import GensparkClient
 )
 def test_the_cookie_only_goes_to_the_upstream_origin(url: str, same: bool) -> None:
     assert GensparkClient(Settings()).same_origin(url) is same
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+async def test_an_event_stream_reads_the_same_plain_or_compressed(encoding: str) -> None:
+    # open_stream reads a body without content encoding straight from the transport's stream
+    # (fewer layers per chunk) and lets httpx decode an encoded one: both give the same events.
+    import gzip
+
+    import trio
+
+    events = b"".join(b'data: {"type":"message_field_delta","field_name":"content","delta":"%d "}\n\n' % i
+                      for i in range(30))
+    body = gzip.compress(events) if encoding else events
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            + (b"Content-Encoding: gzip\r\n" if encoding else b"")
+            + b"Transfer-Encoding: chunked\r\n\r\n")
+    # The body in small chunks, as an event stream arrives.
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 50]), body[i:i + 50]) for i in range(0, len(body), 50))
+
+    async def serve(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some()
+        await stream.send_all(head + chunked + b"0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, serve, listeners)
+        port = listeners[0].socket.getsockname()[1]
+        client = GensparkClient(Settings.from_env({"GENSPARK_BASE_URL": f"http://127.0.0.1:{port}"}))
+        try:
+            with trio.fail_after(10):
+                async with client.open_stream("/api/agent/ask_proxy", cookie="session_id=t", json={}) as stream:
+                    deltas = [event.delta async for event in stream.events()]
+        finally:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert deltas == [f"{i} " for i in range(30)]

@@ -303,8 +303,7 @@ class GensparkClient:
         try:
             first = b""
             ctype = response.headers.get("content-type", "")
-            # One iterator for the whole body: httpx refuses a second `aiter_*` call.
-            chunks = response.aiter_bytes()
+            chunks = _body(response)
             if response.status_code < 300:
                 try:
                     async for chunk in chunks:
@@ -430,6 +429,20 @@ class GensparkClient:
         raise UpstreamFailure(
             Failure(FailureKind.NETWORK, "recaptcha_failed", f"RECAPTCHA_PROXY_URL gave no token: {message}")
         )
+
+
+def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The one iterator over a streamed body (httpx refuses a second `aiter_*` call).
+
+    A body without a content encoding (what Genspark's event streams come as) is read from the
+    transport's stream itself: `aiter_bytes` adds a decoder, a re-chunker and two generator
+    layers per chunk to hand back the same bytes. Encoded bodies are decoded by httpx.
+    """
+    if response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity"):
+        stream = response.stream
+        if isinstance(stream, httpx.AsyncByteStream):
+            return stream.__aiter__()
+    return response.aiter_bytes()
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
