@@ -267,3 +267,9 @@ async def test_large_prompts_are_counted_in_a_thread(
     threads.clear()
     await count_messages_async(estimate, [("user", "hi", "bob")], offload_chars=5)
     assert threads[0] != threading.get_ident()
+
+
+def test_the_encoding_does_not_keep_its_pickling_copy_of_the_ranks(exact: TokenCounter) -> None:
+    # tiktoken keeps the rank dict it built the Rust BPE from (only for pickling): ~23 MiB of RSS.
+    assert exact._encoding._mergeable_ranks == {}
+    assert exact.count("hello world") == 2 and exact.truncate("hello world", 1) == "hello"
