@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from soak import Deadlines, check_stream, drive, soak
 
-REQUESTS = 800
+REQUESTS = 2500
 
 
 async def test_soak_bounded() -> None:
@@ -26,7 +26,8 @@ async def test_soak_bounded() -> None:
     assert figures.busy_upstream == 0
     assert figures.statuses[500] == 0 and figures.statuses[200] > 0, figures.report()
     assert sum(figures.statuses.values()) == REQUESTS
-    assert figures.rss_after_mb - figures.rss_before_mb < 300, figures.report()
+    # Measured from the service loaded and listening: 2,500 requests grew it by 1-3 MB.
+    assert figures.rss_after_mb - figures.rss_before_mb < 64, figures.report()
 
 
 ANSWER = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
