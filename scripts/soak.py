@@ -101,22 +101,24 @@ class Figures:
     rss_after_mb: float = 0.0
     seconds: float = 0.0
     cpu_seconds: dict[str, float] = field(default_factory=dict)   # per process: where the time went
+    cookies: dict[str, tuple[int, int]] = field(default_factory=dict)   # name -> attempts (succeeded, failed)
     latencies: list[float] = field(default_factory=list)
 
     def report(self) -> str:
         lat = sorted(self.latencies) or [0.0]
-        return (
-            f"{self.requests} requests in {self.seconds:.1f} s ({self.requests / max(self.seconds, 1e-9):.0f}/s)\n"
-            f"hangs: {self.hangs}  malformed: {len(self.malformed)}  busy upstream connections at the end: "
-            f"{self.busy_upstream}\n"
-            f"statuses: {dict(sorted(self.statuses.items()))}\n"
-            f"error codes of the non-200 answers: {dict(self.error_codes)}\n"
-            f"errors inside 200 streams: {dict(self.stream_errors)}\n"
-            f"latency p50 {lat[len(lat) // 2]:.3f} s, p99 {lat[int(len(lat) * 0.99)]:.3f} s, max {lat[-1]:.3f} s\n"
-            f"service RSS {self.rss_before_mb:.0f} MB -> {self.rss_after_mb:.0f} MB\n"
-            f"CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.cpu_seconds.items())
-            + "".join(f"\n  hang: {note}" for note in self.hang_notes[:10])
-        )
+        lines = [
+            f"{self.requests} requests in {self.seconds:.1f} s ({self.requests / max(self.seconds, 1e-9):.0f}/s)",
+            f"hangs: {self.hangs}  malformed: {len(self.malformed)}  busy upstream: {self.busy_upstream}",
+            f"statuses: {dict(sorted(self.statuses.items()))}",
+            f"error codes of the non-200 answers: {dict(self.error_codes)}",
+            f"errors inside 200 streams: {dict(self.stream_errors)}",
+            f"latency p50 {lat[len(lat) // 2]:.3f} s, p99 {lat[int(len(lat) * 0.99)]:.3f} s, max {lat[-1]:.3f} s",
+            f"service RSS {self.rss_before_mb:.0f} MB -> {self.rss_after_mb:.0f} MB",
+            "CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.cpu_seconds.items()),
+            "attempts per cookie, succeeded/failed: " + ", ".join(f"{k} {s}/{f}" for k, (s, f) in self.cookies.items()),
+            *(f"  hang: {note}" for note in self.hang_notes[:10]),
+        ]
+        return "\n".join(lines)
 
     def to_json(self) -> str:
         # Not dataclasses.asdict: it rebuilds a Counter from (key, count) pairs, counting the pairs.
@@ -184,6 +186,15 @@ def check_whole(status: int, body: bytes) -> str | None:
     if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
         return f"HTTP {status} without an OpenAI error"
     return None
+
+
+def cookie_outcomes(runtime: Runtime) -> dict[str, tuple[int, int]]:
+    """Each of COOKIES' attempts that succeeded and failed: proof that the faults were met."""
+    from genspark2api.pool.cookies import cookie_key, normalize_cookie_entry
+
+    by_key = {c.key: c for c in runtime.pool.snapshot()}
+    names = {cookie_key(normalize_cookie_entry(name) or name): name for name in COOKIES}
+    return {names[key]: (c.successes, c.failures) for key, c in by_key.items() if key in names}
 
 
 def busy_upstream(runtime: Runtime) -> int:
@@ -412,6 +423,7 @@ async def soak(requests: int, concurrency: int, *, seed: int = 1, env: dict[str,
             print("busy upstream connections:", [repr(c) for c in pool.connections if "ACTIVE" in c.info()],
                   file=sys.stderr)
         figures.rss_after_mb = rss_mb()
+        figures.cookies = cookie_outcomes(runtime)
         nursery.cancel_scope.cancel()
     return figures
 
