@@ -197,14 +197,21 @@ def cookie_outcomes(runtime: Runtime) -> dict[str, tuple[int, int]]:
     return {names[key]: (c.successes, c.failures) for key, c in by_key.items() if key in names}
 
 
-def busy_upstream(runtime: Runtime) -> int:
+def busy_connections(runtime: Runtime) -> list[object]:
     """Upstream connections still carrying a request (none should, once every answer is done).
 
-    httpcore keeps a NEW entry (no socket yet) for a request cancelled while it waited for a
-    connection; those are not open connections, so only ACTIVE ones count.
+    Each egress route of the client (the default one, one per cookie proxy) has its own httpx
+    transport and so its own httpcore pool. httpcore keeps a NEW entry (no socket yet) for a
+    request cancelled while it waited for a connection; those are not open connections, so only
+    ACTIVE ones count.
     """
-    pool = runtime.client._http._transport._pool  # httpcore's pool behind the one upstream client
-    return sum(1 for c in pool.connections if "ACTIVE" in c.info())
+    client = runtime.client
+    routes = [client._default, *client._by_proxy.values()]
+    return [c for route in routes for c in route.transport._pool.connections if "ACTIVE" in c.info()]
+
+
+def busy_upstream(runtime: Runtime) -> int:
+    return len(busy_connections(runtime))
 
 
 # --- the clients (the `--drive` process) ---------------------------------------------------
@@ -377,6 +384,21 @@ async def _drain(stream: trio.abc.ReceiveStream) -> None:
         pass
 
 
+async def warm_up(base_url: str) -> None:
+    """A stream and a whole answer before the RSS baseline, from this process: what the service
+    builds or loads on first use (the tokenizer loads on a thread after the start, ~40 MB) is not
+    the soak's growth."""
+    url = urlsplit(base_url)
+    assert url.hostname is not None and url.port is not None, base_url
+    conn = Connection(url.hostname, url.port)
+    try:
+        for stream in (True, False):
+            body = {"model": MODELS[0], "stream": stream, "messages": [{"role": "user", "content": "warm up"}]}
+            await fetch(conn, json.dumps(body).encode(), Deadlines())
+    finally:
+        await conn.close()
+
+
 async def run_clients(base_url: str, requests: int, concurrency: int, seed: int, deadlines: Deadlines) -> Figures:
     """`drive` in its own process (`--drive`), so that the clients get a core of their own."""
     command = [sys.executable, str(Path(__file__).resolve()), "--drive", base_url, "--requests", str(requests),
@@ -410,7 +432,8 @@ async def soak(requests: int, concurrency: int, *, seed: int = 1, env: dict[str,
         config.bind = ["127.0.0.1:0"]
         config.accesslog = None
         binds = await nursery.start(partial(serve, create_app(runtime), config, shutdown_trigger=trio.sleep_forever))
-        rss_before, cpu_before = rss_mb(), cpu_seconds()   # the service loaded and listening
+        await warm_up(binds[0])
+        rss_before, cpu_before = rss_mb(), cpu_seconds()
         figures = await run_clients(binds[0], requests, concurrency, seed, deadlines)
         figures.rss_before_mb = rss_before
         figures.cpu_seconds |= {"service": cpu_seconds() - cpu_before, "simulator": cpu_seconds(sim_pid)}
@@ -419,9 +442,7 @@ async def soak(requests: int, concurrency: int, *, seed: int = 1, env: dict[str,
                 await trio.sleep(0.05)
         figures.busy_upstream = busy_upstream(runtime)
         if figures.busy_upstream:
-            pool = runtime.client._http._transport._pool
-            print("busy upstream connections:", [repr(c) for c in pool.connections if "ACTIVE" in c.info()],
-                  file=sys.stderr)
+            print("busy upstream connections:", [repr(c) for c in busy_connections(runtime)], file=sys.stderr)
         figures.rss_after_mb = rss_mb()
         figures.cookies = cookie_outcomes(runtime)
         nursery.cancel_scope.cancel()
