@@ -13,8 +13,8 @@ no upstream connection may be left busy, and the service's RSS growth is reporte
 Three processes on 127.0.0.1, nothing else is contacted: the service runs in this one (its
 upstream connections and its RSS are what the figures are about), the simulator in a second
 (`python -m genspark2api.simulator`) and the clients in a third (this script with `--drive`,
-speaking HTTP/1.1 with h11). The soak is CPU-bound, not paced: a request costs the service about
-12 ms of CPU, the simulator 7 and the clients 2, and one Python process runs on one core, so on
+speaking HTTP/1.1 with h11). The soak is CPU-bound, not paced: a request costs the service 9-13
+ms of CPU, the simulator 6-8 and the clients 2, and one Python process runs on one core, so on
 two cores the three processes do about twice the requests per second of one process doing it
 all; and the clients' and the simulator's allocations stay out of the service's RSS. The suite
 runs a bounded version (tests/test_soak.py) through `soak()`.
@@ -28,8 +28,8 @@ keep-alives, not a slow machine. Before the response head nothing can show progr
 sends no head before it has an answer or a refusal), so the `head` deadline (60 s) is generous:
 the soak's settings keep each legitimate wait before a head to seconds (POOL_WAIT_SECONDS=5,
 FIRST_BYTE_HOLD_SECONDS=2, UPSTREAM_FIRST_EVENT_TIMEOUT=1.5), and the slowest of 2,500 answers
-took 3-9 s. A request not done in `whole` (120 s) is a hang too: keep-alives forever without an
-answer.
+took 3-4 s (9 s with two CPU hogs and another test suite beside the soak). A request not done
+in `whole` (120 s) is a hang too: keep-alives forever without an answer.
 """
 
 from __future__ import annotations
