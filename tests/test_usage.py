@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import tiktoken.load
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -146,11 +147,12 @@ def test_tiktoken_loads_from_the_data_dir_offline(exact: TokenCounter, no_networ
         assert counter.count("hello world") == 2
 
 
-def test_a_background_load_lets_the_service_start_and_the_first_count_waits(
+async def test_a_background_load_lets_the_service_start_and_the_first_count_waits(
     exact: TokenCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The service builds its counter with background=True so that start-to-ready does not include
-    # the tokenizer load; a count before the load is done waits for it and is still exact.
+    # The service builds its counter with background=True and runs load() once it serves, so
+    # start-to-ready does not include the tokenizer load; a count before the load is done waits
+    # for it and is still exact.
     release = threading.Event()
     real = usage._load_offline
 
@@ -159,17 +161,25 @@ def test_a_background_load_lets_the_service_start_and_the_first_count_waits(
         return real(name, directory)
 
     monkeypatch.setattr(usage, "_load_offline", slow_load)
-    counter = TokenCounter(data_dir=str(DATA_DIR), background=True)   # returns while the load waits
+    counter = TokenCounter(data_dir=str(DATA_DIR), background=True)   # returns without loading
     assert counter.description.startswith("loading tiktoken o200k_base")
     counted: list[int] = []
     waiter = threading.Thread(target=lambda: counted.append(counter.count("hello world")))
-    waiter.start()
-    waiter.join(0.2)
-    assert waiter.is_alive() and not counted       # the count waits for the load ...
-    release.set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(counter.load)
+        await trio.sleep(0.05)
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive() and not counted       # the count waits for the load ...
+        release.set()
     waiter.join(10)
     assert counted == [exact.count("hello world")] == [2]   # ... and is tiktoken's
     assert counter.exact and counter.description == "tiktoken o200k_base"
+
+
+def test_a_deferred_load_nobody_started_happens_at_the_first_count() -> None:
+    counter = TokenCounter(data_dir=str(DATA_DIR), background=True)
+    assert counter.count("hello world") == 2 and counter.exact   # loads itself: never a hang
 
 
 def test_known_counts(exact: TokenCounter) -> None:

@@ -142,6 +142,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         runtime.nursery = app.nursery
         app.nursery.start_soon(runtime.watch_cookie_file)
         app.nursery.start_soon(runtime.loop_lag.watch)
+        app.nursery.start_soon(runtime.counter.load)   # the tokenizer, after the service is up (usage.py)
 
     @app.after_serving
     async def shutdown() -> None:

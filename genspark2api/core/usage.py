@@ -174,10 +174,15 @@ class TokenCounter:
 
     The encoding is loaded once (about 0.3-0.8 s for o200k_base), so build one counter at startup
     and share it: afterwards it holds no mutable state and is safe to use from any thread.
-    `data_dir` None means `default_data_dir()`. `background=True` (the service) loads it on a
-    thread, so the service is ready while the tokenizer still loads: the load was most of the
-    start-to-ready time. The first count that comes before the load is done waits for it (once,
-    a fraction of a second, and only for a request in the service's first second).
+    `data_dir` None means `default_data_dir()`.
+
+    `background=True` (the service) defers the load to `load()`, which the app runs in its
+    nursery as it starts serving, on a worker thread: the service is ready while the tokenizer
+    still loads (the load was most of the start-to-ready time). A count that comes first waits
+    for that load, or loads it itself when none has begun. The worker thread never logs: a
+    thread that formats a traceback (logging does, when its stream fails) runs `ast.parse`, and
+    CPython 3.11's AST state is shared between threads ("AST constructor recursion depth
+    mismatch" in the main thread's werkzeug route compiler, seen once in the suite).
     """
 
     def __init__(
@@ -187,33 +192,45 @@ class TokenCounter:
         data_dir: str | os.PathLike[str] | None = None,
         background: bool = False,
     ) -> None:
-        directory = default_data_dir() if data_dir is None else Path(data_dir)
         self._name = encoding_name
+        self._directory = default_data_dir() if data_dir is None else Path(data_dir)
         self._encoding_loaded: tiktoken.Encoding | None = None
+        self._why_not = ""
         self._description = f"loading tiktoken {encoding_name} in the background"
+        self._begun = threading.Lock()    # held by whoever does the load; never released after
         self._loaded = threading.Event()
-        if background:
-            threading.Thread(target=self._load, args=(directory,), name="tiktoken-load", daemon=True).start()
-        else:
-            self._load(directory)
+        if not background:
+            self._load_here()
 
-    def _load(self, directory: Path | None) -> None:
+    async def load(self) -> None:
+        """The deferred load, on a worker thread; logs what it loaded (from the caller's thread)."""
+        if self._begun.acquire(blocking=False):
+            await trio.to_thread.run_sync(self._load_quietly)
+            self._log_outcome()
+
+    def _load_here(self) -> None:
+        if self._begun.acquire(blocking=False):
+            self._load_quietly()
+            self._log_outcome()
+
+    def _load_quietly(self) -> None:
         try:
-            encoding, why_not = _load_offline(self._name, directory)
-            self._encoding_loaded = encoding
-            if encoding is not None:
-                self._description = f"tiktoken {self._name}"
-                log.info("token counts: tiktoken %s from %s", self._name, directory)
-            else:
-                self._description = ESTIMATE_DESCRIPTION
-                log.warning("token counts are estimates: %s (run scripts/fetch_tiktoken_data.py)", why_not)
+            self._encoding_loaded, self._why_not = _load_offline(self._name, self._directory)
+            self._description = f"tiktoken {self._name}" if self._encoding_loaded is not None else ESTIMATE_DESCRIPTION
         finally:
             self._loaded.set()
+
+    def _log_outcome(self) -> None:
+        if self._encoding_loaded is not None:
+            log.info("token counts: tiktoken %s from %s", self._name, self._directory)
+        else:
+            log.warning("token counts are estimates: %s (run scripts/fetch_tiktoken_data.py)", self._why_not)
 
     @property
     def _encoding(self) -> tiktoken.Encoding | None:
         if not self._loaded.is_set():
             started = time.perf_counter()
+            self._load_here()        # nobody has begun: load now; else wait for the load under way
             self._loaded.wait()
             log.info("a token count waited %.2f s for tiktoken to load", time.perf_counter() - started)
         return self._encoding_loaded
