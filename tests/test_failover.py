@@ -19,7 +19,7 @@ from genspark2api.pool.cookies import (
     cookie_key,
     normalize_cookie_entry,
 )
-from genspark2api.pool.failover import Completed, Failed, FailoverRunner, Won
+from genspark2api.pool.failover import Completed, Failed, FailoverRunner, Won, _RunState
 from genspark2api.upstream.classify import Failure, FailureKind
 from genspark2api.upstream.events import (
     AnswerDone,
@@ -441,3 +441,63 @@ async def test_the_first_event_deadline_ends_at_the_first_answer_text(autojump_c
 
     items = await run(runner, scripted({COOKIES[0]: slow_after_start}), first_event_timeout=5.0)
     assert items[-1] == Completed()
+
+
+async def test_requests_waiting_for_a_busy_pool_are_served_in_arrival_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One cookie, one request in flight at a time: each release wakes the longest waiter only,
+    # so the waiters get the cookie in the order they came (no herd racing for it).
+    clock = FakeClock()
+    pool = CookiePool(COOKIES[:1], clock=clock, policy=CooldownPolicy(), max_in_flight=1)
+    runner = FailoverRunner(pool, clock=clock, pool_wait=60.0)
+    served: list[int] = []
+
+    def attempt_of(n: int):
+        async def attempt(lease: Lease, emit: Emit) -> None:
+            served.append(n)
+            await trio.sleep(1.0)
+            await answer(emit)
+        return attempt
+
+    async with trio.open_nursery() as nursery:
+        for n in range(5):
+            nursery.start_soon(run, runner, attempt_of(n))
+            await trio.sleep(0.01)   # they arrive in this order
+    assert served == [0, 1, 2, 3, 4]
+    assert not runner._waiters   # nobody left queued
+
+
+async def test_a_waiter_that_cannot_use_the_freed_cookie_passes_the_wake_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Two cookies at their cap. The first waiter has already tried cookie 0 (excluded), so when
+    # cookie 0 frees up it cannot take it and must hand the wake to the second waiter, which
+    # then gets cookie 0 at once, not at its next one-second look.
+    clock = FakeClock()
+    pool = CookiePool(COOKIES[:2], clock=clock, policy=CooldownPolicy(), max_in_flight=1)
+    runner = FailoverRunner(pool, clock=clock, pool_wait=60.0)
+    holders = [pool.acquire(), pool.acquire()]
+    first = _RunState(pool_wait=60.0, tried={holders[0].key})
+    second = _RunState(pool_wait=60.0)
+    got: dict[str, tuple[str, float]] = {}
+    start = trio.current_time()
+
+    async def wait_for(name: str, state: _RunState) -> None:
+        lease = await runner._acquire(state, None, wait=True)
+        assert lease is not None
+        got[name] = (lease.key, round(trio.current_time() - start, 3))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for, "first", first)
+        await trio.sleep(0.01)
+        nursery.start_soon(wait_for, "second", second)
+        await trio.sleep(0.2)
+        pool.release(holders[0], None)
+        runner._lease_freed()
+        await trio.sleep(0.2)
+        assert got == {"second": (holders[0].key, 0.21)}
+        pool.release(holders[1], None)
+        runner._lease_freed()
+    assert got["first"] == (holders[1].key, 0.41)
+

@@ -32,6 +32,7 @@ attempt's outcome, each failover and each hedge is also told to a `RunObserver` 
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import time
@@ -160,32 +161,55 @@ class FailoverRunner:
         self.max_attempts = max_attempts
         self.hedge_after = hedge_after
         self.pool_wait = pool_wait          # how long an attempt waits for a cookie below its cap
-        self._freed: trio.Event | None = None
+        self._waiters: collections.deque[trio.Event] = collections.deque()   # requests waiting for a free slot
 
     def _lease_freed(self) -> None:
-        """Wake the requests waiting for a cookie with a free in-flight slot."""
-        if self._freed is not None:
-            self._freed.set()
-            self._freed = None
+        """A release: wake the longest-waiting request for a cookie with a free in-flight slot."""
+        self._wake_after(None)
+
+    def _wake_after(self, waiter: trio.Event | None) -> None:
+        """Wake the first waiter after `waiter` (from the front with None) not woken already."""
+        found = waiter is None
+        for other in self._waiters:
+            if found and not other.is_set():
+                other.set()
+                return
+            found = found or other is waiter
 
     async def _acquire(self, state: _RunState, prefer: str | None, *, wait: bool) -> Lease | None:
         """A lease, waiting up to `pool_wait` while every usable cookie is at its cap (§12.5 E18).
 
-        Woken by every release; also every second, since a cooldown ending or a cookie file
-        reload frees capacity without a release.
+        Waiters queue in arrival order and each release wakes one, the longest waiting; one that
+        cannot use what was freed (a cookie it already tried, say) passes the wake on to the next,
+        so it never stops at a waiter that cannot take it. Waking every waiter on every release
+        cost each request a dozen fruitless retries at saturation and let a waiter starve until
+        its 429. Every waiter also looks again every second, since a cooldown ending or a cookie
+        file reload frees capacity without a release (and so a lost wake costs a second at most).
         """
         deadline = trio.current_time() + (state.pool_wait if wait else 0.0)
-        while True:
-            try:
-                return self.pool.acquire(exclude=state.tried, prefer=prefer, capped=state.capped)
-            except PoolUnavailable as exc:
-                state.unavailable = exc
-                if exc.reason != "busy" or trio.current_time() >= deadline:
-                    return None
-            if self._freed is None:
-                self._freed = trio.Event()
-            with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):
-                await self._freed.wait()
+        waiter: trio.Event | None = None
+        try:
+            while True:
+                try:
+                    return self.pool.acquire(exclude=state.tried, prefer=prefer, capped=state.capped)
+                except PoolUnavailable as exc:
+                    state.unavailable = exc
+                    if exc.reason != "busy" or trio.current_time() >= deadline:
+                        if waiter is not None and waiter.is_set():
+                            self._wake_after(waiter)   # leaving with a wake unused: the next may use it
+                        return None
+                if waiter is None:
+                    waiter = trio.Event()
+                    self._waiters.append(waiter)
+                elif waiter.is_set():
+                    self._wake_after(waiter)   # woken, but what was freed is not for us: pass it on
+                    index = self._waiters.index(waiter)
+                    waiter = self._waiters[index] = trio.Event()   # same place in the queue
+                with trio.move_on_at(min(deadline, trio.current_time() + 1.0)):
+                    await waiter.wait()
+        finally:
+            if waiter is not None:
+                self._waiters.remove(waiter)
 
     async def run(self, attempt: Attempt, send: trio.MemorySendChannel, *, prefer: str | None = None,
                   hold_until_done: bool = False, first_event_timeout: float = 0.0, hedge: bool = True,
