@@ -107,6 +107,7 @@ class Runtime:
         self.shutting_down = False
         self.stopping = trio.Event()  # set with shutting_down, for those who wait (connection.py)
         self._answers: set[trio.CancelScope] = set()  # the upstream work of answers in flight
+        self._answers_end: float | None = None        # when they end, once shutdown has begun
         self.started = clock()
         self._cookie_file_mtime = self._mtime()
 
@@ -131,6 +132,9 @@ class Runtime:
 
     def track(self, scope: trio.CancelScope) -> None:
         self._answers.add(scope)
+        if self._answers_end is not None:
+            # Began after SIGTERM (it was still being prepared then): the same end as the rest.
+            scope.deadline = min(scope.deadline, self._answers_end)
 
     def untrack(self, scope: trio.CancelScope) -> None:
         self._answers.discard(scope)
@@ -144,14 +148,11 @@ class Runtime:
         """
         self.shutting_down = True
         self.stopping.set()
-
-        async def end_answers() -> None:
-            await trio.sleep(grace)
-            for scope in list(self._answers):
-                scope.cancel()
-
-        if self._answers:
-            self.background("end answers in flight", end_answers, timeout=grace + 5)
+        # A deadline on each answer's scope, not a task that cancels them later: an answer still
+        # being prepared at this moment (not yet tracked) gets the same end when it starts.
+        self._answers_end = trio.current_time() + grace
+        for scope in list(self._answers):
+            scope.deadline = min(scope.deadline, self._answers_end)
 
     def ended_early(self) -> ApiError:
         """The error for an answer whose producer stopped without a result."""

@@ -199,6 +199,7 @@ class TokenCounter:
         self._description = f"loading tiktoken {encoding_name} in the background"
         self._begun = threading.Lock()    # held by whoever does the load; never released after
         self._loaded = threading.Event()
+        self._logged = False
         if not background:
             self._load_here()
 
@@ -206,12 +207,12 @@ class TokenCounter:
         """The deferred load, on a worker thread; logs what it loaded (from the caller's thread)."""
         if self._begun.acquire(blocking=False):
             await trio.to_thread.run_sync(self._load_quietly)
-            self._log_outcome()
+            self.log_outcome()
 
     def _load_here(self) -> None:
         if self._begun.acquire(blocking=False):
             self._load_quietly()
-            self._log_outcome()
+            self.log_outcome()
 
     def _load_quietly(self) -> None:
         try:
@@ -220,7 +221,11 @@ class TokenCounter:
         finally:
             self._loaded.set()
 
-    def _log_outcome(self) -> None:
+    def log_outcome(self) -> None:
+        """Say once what counts (from the trio side, never a worker thread)."""
+        if self._logged:
+            return
+        self._logged = True
         if self._encoding_loaded is not None:
             log.info("token counts: tiktoken %s from %s", self._name, self._directory)
         else:
@@ -234,6 +239,17 @@ class TokenCounter:
             self._loaded.wait()
             log.info("a token count waited %.2f s for tiktoken to load", time.perf_counter() - started)
         return self._encoding_loaded
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    def wait_loaded(self) -> None:
+        """Until the encoding is there, loading it here when no load has begun. Never logs (it
+        runs on a worker thread, see the class docstring): the caller then calls log_outcome()."""
+        if self._begun.acquire(blocking=False):
+            self._load_quietly()
+        self._loaded.wait()
 
     @property
     def exact(self) -> bool:
@@ -354,6 +370,10 @@ async def count_messages_async(
     counted in a worker thread. On cancellation the count still runs to its (bounded) end, then
     trio.Cancelled is raised.
     """
+    if not counter.loaded:
+        # The service's first requests: wait for the tokenizer off the loop, not blocking it.
+        await trio.to_thread.run_sync(counter.wait_loaded)
+        counter.log_outcome()
     size = sum(len(role) + len(text) + len(name or "") for role, text, name in messages)
     if size < offload_chars:
         return counter.count_messages(messages)
