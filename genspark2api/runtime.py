@@ -23,8 +23,8 @@ from .client_keys import KeyUsage
 from .core.media_links import MediaLinks, attach_links
 from .core.usage import TokenCounter, default_data_dir
 from .errors import ApiError, upstream_error
-from .metrics import Metrics
 from .looplag import LoopLag
+from .metrics import Metrics
 from .pool.bindings import ConversationBindings
 from .pool.cookies import CookiePool, CooldownPolicy
 from .pool.failover import FailoverRunner
