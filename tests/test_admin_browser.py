@@ -42,9 +42,9 @@ def browser_or_skip() -> None:
 def drive(url: str, added: str, profile: Path, screenshot: Path) -> dict[str, object]:
     """The whole browser session (blocking; run in a thread while the service serves)."""
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -57,7 +57,17 @@ def drive(url: str, added: str, profile: Path, screenshot: Path) -> dict[str, ob
     def submit(button: object) -> None:
         """Click a form's button and wait for the page it posts to (a loaded machine is slow)."""
         button.click()  # type: ignore[attr-defined]
-        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(button))
+
+        def left_the_page(_: object) -> bool:
+            try:
+                button.is_enabled()  # type: ignore[attr-defined]
+            except WebDriverException:
+                # StaleElementReference, or Chromium's "Node with given id does not belong to the
+                # document" while the next page loads (seen once in a CI dry run): it is gone.
+                return True
+            return False
+
+        WebDriverWait(driver, 30).until(left_the_page)
 
     try:
         driver.set_page_load_timeout(30)
