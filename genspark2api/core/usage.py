@@ -235,8 +235,8 @@ class TokenCounter:
     def _encoding(self) -> tiktoken.Encoding | None:
         if not self._loaded.is_set():
             started = time.perf_counter()
-            self._load_here()        # nobody has begun: load now; else wait for the load under way
-            self._loaded.wait()
+            self.wait_loaded()       # nobody has begun: load now; else wait for the load under way
+            self.log_outcome()
             log.info("a token count waited %.2f s for tiktoken to load", time.perf_counter() - started)
         return self._encoding_loaded
 
