@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import logging
 import os
 import signal
@@ -126,6 +127,23 @@ def bind_error(exc: BaseException) -> OSError | None:
     return None
 
 
+# Python's young-generation collection runs every 700 net allocations of container objects and
+# walks every young object still alive: with 50 requests in flight that is their whole working
+# set, 1.5 ms a time, 0.4 ms of CPU per request in all (and the older generations' passes over
+# every module, class and function loaded at start, 75 ms each, were the long pauses of the
+# 50-client tail). Measured on the benchmark's 50-client non-stream run: 720 ms of collection per
+# 1,000 requests with the defaults, 140 ms with this threshold and the start-up objects frozen.
+# Reference counting still frees nearly everything at once; only cycles wait for a collection.
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Freeze what start-up made (modules, app, settings: never garbage, never scanned again)
+    and collect the young generation less often (GC_THRESHOLDS)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 GRACEFUL_TIMEOUT = 5.0  # hypercorn's wait for requests in flight after SIGTERM
 
 
@@ -192,6 +210,7 @@ async def run(settings: Settings, demo: bool, store: StateStore | None = None) -
         runtime = Runtime(settings, store=store)
         app = create_app(runtime)
         announce(settings, runtime, demo)
+        tune_gc()
         config = hypercorn_config(settings)
         async def serve_then_stop(task_status: trio.TaskStatus) -> None:
             await serve(app, config, shutdown_trigger=lambda: wait_for_signals(runtime), task_status=task_status)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from pathlib import Path
 
 import pytest
 from conftest import ServiceFactory
 
-from genspark2api.cli import hypercorn_config, main
+from genspark2api.cli import GC_THRESHOLDS, hypercorn_config, main, tune_gc
 from genspark2api.settings import Settings
 
 SECRET = "sk-operator-0123456789abcdef"
@@ -23,6 +24,26 @@ def test_a_busy_port_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert f"genspark2api: cannot listen on 127.0.0.1:{port}: Address already in use\n" in err
     assert "Traceback" not in err and "ExceptionGroup" not in err
+
+
+def test_the_service_freezes_its_start_up_objects_and_collects_less_often() -> None:
+    """cli.run calls tune_gc once the app is built (the 50-client benchmark spent 0.7 ms of CPU per
+    request in the collector with Python's defaults)."""
+    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+    made_at_start = {"a": [1]}
+
+    def tracked() -> bool:   # by identity: `in` would compare every object with ==
+        return any(obj is made_at_start for obj in gc.get_objects())
+
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] >= 10_000
+        assert gc.get_freeze_count() > frozen
+        assert not tracked()   # frozen: no collection walks it any more
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert tracked()
 
 
 def test_access_log_masks_media_capability_tokens() -> None:
