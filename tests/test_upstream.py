@@ -60,3 +60,44 @@ async def test_an_event_stream_reads_the_same_plain_or_compressed(encoding: str)
             await client.aclose()
         nursery.cancel_scope.cancel()
     assert deltas == [f"{i} " for i in range(30)]
+
+
+async def test_an_iterator_left_early_is_closed_with_the_stream() -> None:
+    # A consumer that stops at the answer's last event leaves its iterator suspended; open_stream
+    # closes it, so trio's garbage hook never spends a task finalizing it. next_events (the chat
+    # path's read) gives the events chunk by chunk, then None.
+    import trio
+
+    body = b"".join(b'data: {"type":"message_field_delta","field_name":"content","delta":"%d"}\n\n' % i
+                    for i in range(6))
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some()
+        await stream.send_all(head + body)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, serve, listeners)
+        port = listeners[0].socket.getsockname()[1]
+        client = GensparkClient(Settings.from_env({"GENSPARK_BASE_URL": f"http://127.0.0.1:{port}"}))
+        try:
+            with trio.fail_after(10):
+                async with client.open_stream("/api/agent/ask_proxy", cookie="session_id=t", json={}) as stream:
+                    iterator = stream.events()
+                    async for event in iterator:
+                        assert event.delta == "0"
+                        break
+                    assert iterator.ag_frame is not None   # suspended, not finished
+                assert iterator.ag_frame is None           # closed by the stream
+                async with client.open_stream("/api/agent/ask_proxy", cookie="session_id=t", json={}) as stream:
+                    seen = []
+                    while (events := await stream.next_events()) is not None:
+                        seen += [event.delta for event in events]
+                    assert await stream.next_events() is None
+        finally:
+            await client.aclose()
+        nursery.cancel_scope.cancel()
+    assert seen == [str(i) for i in range(6)]

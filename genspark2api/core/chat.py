@@ -240,13 +240,15 @@ class ChatService:
         async with self.rt.client.open_stream(
             self.adapter.path, cookie=lease.cookie, json=body, referer=self.adapter.referer
         ) as stream:
-            async for event in stream.events():
-                if self.settings.debug:
-                    log.debug("upstream event on %s: %s", lease.masked, event)
-                for out in translator.feed(event):
-                    await emit(out)
-                if translator.done:
-                    break  # the last event (§3.1 message_result, §12.4.1 FINISHED); don't wait for the close
+            # The events of each chunk as one list: no generator between the body and us.
+            while not translator.done and (events := await stream.next_events()) is not None:
+                for event in events:
+                    if self.settings.debug:
+                        log.debug("upstream event on %s: %s", lease.masked, event)
+                    for out in translator.feed(event):
+                        await emit(out)
+                    if translator.done:
+                        break  # the last event (§3.1 message_result, §12.4.1 FINISHED); don't wait for the close
             if not translator.done:
                 failure = stream.failure_from_other_text()
                 if failure is not None:

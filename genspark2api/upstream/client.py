@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -51,51 +51,86 @@ DRAIN_BYTES = 64 * 1024
 
 
 class UpstreamStream:
-    """An open upstream SSE body: decoded events, with non-data text kept for classification."""
+    """An open upstream SSE body: decoded events, with non-data text kept for classification.
+
+    `next_events()` is the chat path's read: the events one chunk of the body completed, with no
+    generator in between. `events()` and `objects()` are iterators over the same body; the ones
+    handed out are closed when the stream is (`open_stream`), so one left early is never
+    finalized by trio's garbage hook (a task each).
+    """
 
     def __init__(self, response: httpx.Response, chunks: AsyncIterator[bytes], first: bytes) -> None:
         self.response = response
         self._chunks = chunks
         self._first = first
+        self._decoder = LineDecoder()
+        self._ended = False
+        self._iterators: list[AsyncGenerator[Any, None]] = []
         self.other_text = bytearray()
 
     @property
     def content_type(self) -> str:
         return self.response.headers.get("content-type", "")
 
-    async def _lines(self) -> AsyncIterator[DataLine | OtherLine]:
-        decoder = LineDecoder()
+    async def _next_lines(self) -> list[DataLine | OtherLine] | None:
+        """The lines the next chunk of the body completed ([] if none), None after the end."""
+        if self._ended:
+            return None
         try:
             if self._first:
-                for line in decoder.feed(self._first):
-                    yield line
-            async for chunk in self._chunks:
-                for line in decoder.feed(chunk):
-                    yield line
-            for line in decoder.finish():
-                yield line
+                data, self._first = self._first, b""
+                return self._decoder.feed(data)
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._ended = True
+                return self._decoder.finish()
+            return self._decoder.feed(chunk)
         except LineTooLong as exc:
             raise UpstreamFailure(Failure(FailureKind.NETWORK, "upstream_protocol_error", str(exc))) from None
         except httpx.HTTPError as exc:
             raise UpstreamFailure(classify_exception(exc)) from None
 
-    async def events(self) -> AsyncIterator[UpstreamEvent]:
-        """The chat events of the body (loosely typed; see sse.UpstreamEvent)."""
-        async for line in self._lines():
-            event = self._event(line)
-            if event is not None:
+    async def next_events(self) -> list[UpstreamEvent] | None:
+        """The chat events of the next chunk (loosely typed; see sse.UpstreamEvent), None at the end."""
+        lines = await self._next_lines()
+        if lines is None:
+            return None
+        return [event for line in lines if (event := self._event(line)) is not None]
+
+    def events(self) -> AsyncIterator[UpstreamEvent]:
+        """The chat events of the body, one by one."""
+        return self._kept(self._events())
+
+    def objects(self) -> AsyncIterator[Any]:
+        """Every `data:` line as plain JSON (task-status streams carry fields chat has not)."""
+        return self._kept(self._objects())
+
+    def _kept(self, iterator: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        self._iterators.append(iterator)
+        return iterator
+
+    async def aclose(self) -> None:
+        """Close the iterators handed out (a consumer that stopped early left one suspended)."""
+        for iterator in self._iterators:
+            await iterator.aclose()
+        self._iterators.clear()
+
+    async def _events(self) -> AsyncGenerator[UpstreamEvent, None]:
+        while (events := await self.next_events()) is not None:
+            for event in events:
                 yield event
 
-    async def objects(self) -> AsyncIterator[Any]:
-        """Every `data:` line as plain JSON (task-status streams carry fields chat has not)."""
-        async for line in self._lines():
-            if isinstance(line, DataLine):
-                value = decode_json(line.payload)
-                if value is not None:
-                    yield value
-                    continue
-                line = OtherLine(line.payload)
-            self._keep_other(line.text)
+    async def _objects(self) -> AsyncGenerator[Any, None]:
+        while (lines := await self._next_lines()) is not None:
+            for line in lines:
+                if isinstance(line, DataLine):
+                    value = decode_json(line.payload)
+                    if value is not None:
+                        yield value
+                        continue
+                    line = OtherLine(line.payload)
+                self._keep_other(line.text)
 
     def _event(self, line: DataLine | OtherLine) -> UpstreamEvent | None:
         if isinstance(line, DataLine):
@@ -328,7 +363,11 @@ class GensparkClient:
                         f"that is not an event stream: {body[:160]!r}",
                     )
                 raise UpstreamFailure(failure)
-            yield UpstreamStream(response, chunks, first)
+            stream = UpstreamStream(response, chunks, first)
+            try:
+                yield stream
+            finally:
+                await stream.aclose()
             # Only after a normal end: on cancellation or failure the connection is dropped.
             await _drain(chunks)
         finally:
