@@ -96,7 +96,15 @@ class UpstreamStream:
         lines = await self._next_lines()
         if lines is None:
             return None
-        return [event for line in lines if (event := self._event(line)) is not None]
+        events, payloads = [], []
+        for line in lines:
+            event = self._event(line)
+            if event is not None:
+                events.append(event)
+                payloads.append(line.payload)  # type: ignore[union-attr]  (a DataLine: it decoded)
+        if payloads:
+            drift.current_payload.set(tuple(payloads))  # for the sample of a drift notice
+        return events
 
     def events(self) -> AsyncIterator[UpstreamEvent]:
         """The chat events of the body, one by one."""
@@ -136,7 +144,6 @@ class UpstreamStream:
         if isinstance(line, DataLine):
             event = decode_event(line.payload)
             if event is not None:
-                drift.current_payload.set(line.payload)  # for the sample of a drift notice
                 return event
             self._keep_other(line.payload)
         else:

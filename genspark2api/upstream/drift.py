@@ -141,23 +141,24 @@ def notice(kind: str, name: str, sample: Any) -> bool:
 
 # ------------------------------------------------------------------ the adapters' one-line hooks
 
-# The raw JSON of the event being handled, set by upstream.UpstreamStream for each event it yields
-# (in the task that feeds the translator), so a sample shows the keys the loose `UpstreamEvent`
-# struct drops, which are the interesting part of an unknown event.
-current_payload: ContextVar[bytes | None] = ContextVar("drift_current_payload", default=None)
+# The raw JSON of the events being handled, set by upstream.UpstreamStream for each body chunk it
+# decodes (in the task that feeds the translator), so a sample shows the keys the loose
+# `UpstreamEvent` struct drops, which are the interesting part of an unknown event. A chunk may
+# carry several events: the sample is the first of its type (and field name) among them.
+current_payload: ContextVar[tuple[bytes, ...]] = ContextVar("drift_current_payload", default=())
 
 
 def _sample(event: Any) -> Any:
-    raw = current_payload.get()
-    if raw is not None:
+    kind = getattr(event, "type", None)
+    field = getattr(event, "field_name", None)
+    for raw in current_payload.get():
         try:
             doc = msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            doc = None
-        if isinstance(doc, dict) and doc.get("type", "") == getattr(event, "type", None):
+            continue
+        if isinstance(doc, dict) and doc.get("type", "") == kind and doc.get("field_name") == field:
             return doc
     return event
-
 
 
 def unhandled_event(event: Any) -> None:
