@@ -197,21 +197,25 @@ def cookie_outcomes(runtime: Runtime) -> dict[str, tuple[int, int]]:
     return {names[key]: (c.successes, c.failures) for key, c in by_key.items() if key in names}
 
 
-def busy_connections(runtime: Runtime) -> list[object]:
+def busy_upstream(runtime: Runtime) -> int:
     """Upstream connections still carrying a request (none should, once every answer is done).
 
-    Each egress route of the client (the default one, one per cookie proxy) has its own httpx
-    transport and so its own httpcore pool. httpcore keeps a NEW entry (no socket yet) for a
-    request cancelled while it waited for a connection; those are not open connections, so only
-    ACTIVE ones count.
+    Each egress route of the client (the default one, one per cookie proxy) has its own
+    transport. A direct route's (upstream/connpool.py) counts what it lent out; a proxied route's
+    is httpx's, whose httpcore pool keeps a NEW entry (no socket yet) for a request cancelled
+    while it waited for a connection: not an open connection, so only ACTIVE ones count there.
     """
+    from genspark2api.upstream.connpool import ReservingTransport
+
     client = runtime.client
-    routes = [client._default, *client._by_proxy.values()]
-    return [c for route in routes for c in route.transport._pool.connections if "ACTIVE" in c.info()]
-
-
-def busy_upstream(runtime: Runtime) -> int:
-    return len(busy_connections(runtime))
+    busy = 0
+    for route in [client._default, *client._by_proxy.values()]:
+        transport = route.transport
+        if isinstance(transport, ReservingTransport):
+            busy += transport.in_use()
+        else:
+            busy += sum("ACTIVE" in c.info() for c in transport._pool.connections)
+    return busy
 
 
 # --- the clients (the `--drive` process) ---------------------------------------------------
@@ -441,8 +445,6 @@ async def soak(requests: int, concurrency: int, *, seed: int = 1, env: dict[str,
             while busy_upstream(runtime):
                 await trio.sleep(0.05)
         figures.busy_upstream = busy_upstream(runtime)
-        if figures.busy_upstream:
-            print("busy upstream connections:", [repr(c) for c in busy_connections(runtime)], file=sys.stderr)
         figures.rss_after_mb = rss_mb()
         figures.cookies = cookie_outcomes(runtime)
         nursery.cancel_scope.cancel()

@@ -24,6 +24,7 @@ from ..redact import mask_proxy
 from ..settings import Settings
 from . import drift
 from .classify import Failure, FailureKind, classify_exception, classify_http
+from .connpool import ReservingTransport
 from .events import UpstreamFailure
 from .sse import (
     DataLine,
@@ -167,8 +168,9 @@ def upstream_transport(
     """The transport under the client: one per egress route, with its own connection pool.
 
     `proxy` is `PROXY_URL` or a cookie's own proxy (None = direct). `UPSTREAM_TRANSPORT=browser`
-    carries it inside (libcurl speaks http and socks5 proxies itself), httpx's own transport
-    otherwise; `UPSTREAM_RECORD_DIR` wraps whichever it is, so the recording sees the wire bytes
+    carries it inside (libcurl speaks http and socks5 proxies itself); a direct route keeps its
+    connections in connpool.ReservingTransport (httpcore's pool hands one idle connection to
+    several requests at once under load), a proxied one in httpx's own transport; `UPSTREAM_RECORD_DIR` wraps whichever it is, so the recording sees the wire bytes
     of both. The transport is built here, not by httpx.AsyncClient, because the chat stream talks
     to it directly (`GensparkClient.open_stream`).
     """
@@ -178,7 +180,7 @@ def upstream_transport(
 
         inner = BrowserTransport(impersonate=settings.upstream_impersonate, proxy=proxy)
     if inner is None:
-        inner = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+        inner = ReservingTransport(limits) if proxy is None else httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
     if settings.upstream_record_dir:
         from .recording import RecordingTransport
 
