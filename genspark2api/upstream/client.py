@@ -247,7 +247,7 @@ class GensparkClient:
         settings = self._settings
         timeout = httpx.Timeout(settings.connect_timeout, read=settings.idle_timeout, write=60.0, pool=30.0)
         # Every open SSE stream holds a pool slot (python-stack.md §4): size for many streams.
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=50)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         transport = upstream_transport(settings, self._given, limits, proxy)
         http = httpx.AsyncClient(
             timeout=timeout,
