@@ -3,6 +3,9 @@ that counts its connections: reserved on take, reused, capped, dropped when unfi
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpcore
 import httpx
 import pytest
@@ -59,6 +62,21 @@ class Server:
         nursery.start_soon(trio.serve_listeners, self.handle, listeners)
 
 
+@asynccontextmanager
+async def serving(limits: httpx.Limits, transport: httpx.AsyncBaseTransport | None = None,
+                  ) -> AsyncIterator[tuple[Server, httpx.AsyncBaseTransport, trio.Nursery]]:
+    """A counting server and a transport to it (ReservingTransport unless one is given), both
+    closed at the end; every step inside is bounded."""
+    server = Server()
+    transport = transport or ReservingTransport(limits)
+    async with trio.open_nursery() as nursery:
+        await server.serve(nursery)
+        with trio.fail_after(20):
+            yield server, transport, nursery
+        await transport.aclose()
+        nursery.cancel_scope.cancel()
+
+
 async def fetch(transport: httpx.AsyncBaseTransport, port: int, path: str = "/", *, read: bool = True,
                 pool: float | None = 5.0) -> bytes:
     request = httpx.Request("POST", f"http://127.0.0.1:{port}{path}", content=b"{}",
@@ -89,18 +107,13 @@ async def test_a_burst_gets_one_connection_per_request_and_the_next_burst_reuses
             raise
 
     monkeypatch.setattr(httpcore.AsyncHTTPConnection, "handle_async_request", counted)
-    server = Server()
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
     transport = ReservingTransport(limits) if kind == "ours" else httpx.AsyncHTTPTransport(limits=limits)
-    async with trio.open_nursery() as nursery:
-        await server.serve(nursery)
-        with trio.fail_after(20):
-            for _ in range(3):
-                async with trio.open_nursery() as burst:
-                    for _ in range(30):
-                        burst.start_soon(fetch, transport, server.port)
-        await transport.aclose()
-        nursery.cancel_scope.cancel()
+    async with serving(limits, transport) as (server, transport, _):
+        for _ in range(3):
+            async with trio.open_nursery() as burst:
+                for _ in range(30):
+                    burst.start_soon(fetch, transport, server.port)
     assert server.requests == 90
     if kind == "ours":
         # Each burst ran its 30 requests side by side, each on its own connection; the later
@@ -113,80 +126,57 @@ async def test_a_burst_gets_one_connection_per_request_and_the_next_burst_reuses
 
 
 async def test_an_unfinished_body_costs_its_connection_and_a_finished_one_keeps_it() -> None:
-    server = Server()
-    transport = ReservingTransport(httpx.Limits(max_connections=10, max_keepalive_connections=10))
-    async with trio.open_nursery() as nursery:
-        await server.serve(nursery)
-        with trio.fail_after(20):
-            assert await fetch(transport, server.port) == BODY
-            assert await fetch(transport, server.port) == BODY
-            assert server.connections == 1 and transport.idle_count() == 1
-            await fetch(transport, server.port, read=False)   # closed before its end: not reusable
-            assert transport.idle_count() == 0
-            assert await fetch(transport, server.port) == BODY
-            assert server.connections == 2
-        await transport.aclose()
-        nursery.cancel_scope.cancel()
+    async with serving(httpx.Limits(max_connections=10, max_keepalive_connections=10)) as (server, transport, _):
+        assert await fetch(transport, server.port) == BODY
+        assert await fetch(transport, server.port) == BODY
+        assert server.connections == 1 and transport.idle_count() == 1
+        await fetch(transport, server.port, read=False)   # closed before its end: not reusable
+        assert transport.idle_count() == 0
+        assert await fetch(transport, server.port) == BODY
+        assert server.connections == 2
 
 
 async def test_at_the_cap_a_request_waits_for_a_slot_and_then_times_out_as_httpx_says() -> None:
-    server = Server()
-    transport = ReservingTransport(httpx.Limits(max_connections=1, max_keepalive_connections=1))
-    async with trio.open_nursery() as nursery:
-        await server.serve(nursery)
-        with trio.fail_after(20):
-            holder = trio.Event()
+    async with serving(httpx.Limits(max_connections=1, max_keepalive_connections=1)) as (server, transport, nursery):
+        holder = trio.Event()
 
-            async def hold() -> None:
-                request = httpx.Request("POST", f"http://127.0.0.1:{server.port}/slow", content=b"{}")
-                response = await transport.handle_async_request(request)
-                holder.set()
-                async for _ in response.stream:  # type: ignore[union-attr]
-                    pass
-                await response.aclose()
+        async def hold() -> None:
+            request = httpx.Request("POST", f"http://127.0.0.1:{server.port}/slow", content=b"{}")
+            response = await transport.handle_async_request(request)
+            holder.set()
+            async for _ in response.stream:  # type: ignore[union-attr]
+                pass
+            await response.aclose()
 
-            nursery.start_soon(hold)
-            await holder.wait()
-            with pytest.raises(httpx.PoolTimeout):
-                await fetch(transport, server.port, pool=0.2)
-            # The slot comes free when the body ends: a waiting request then goes through.
-            async with trio.open_nursery() as inner:
-                inner.start_soon(fetch, transport, server.port)
-                await trio.sleep(0.1)
-                server.release.set()
-            assert server.connections == 1   # the held connection, reused by the waiter
-        await transport.aclose()
-        nursery.cancel_scope.cancel()
+        nursery.start_soon(hold)
+        await holder.wait()
+        with pytest.raises(httpx.PoolTimeout):
+            await fetch(transport, server.port, pool=0.2)
+        # The slot comes free when the body ends: a waiting request then goes through.
+        async with trio.open_nursery() as inner:
+            inner.start_soon(fetch, transport, server.port)
+            await trio.sleep(0.1)
+            server.release.set()
+        assert server.connections == 1   # the held connection, reused by the waiter
 
 
 async def test_a_cancelled_request_frees_its_slot_and_its_connection_is_not_reused() -> None:
-    server = Server()
-    transport = ReservingTransport(httpx.Limits(max_connections=1, max_keepalive_connections=1))
-    async with trio.open_nursery() as nursery:
-        await server.serve(nursery)
-        with trio.fail_after(20):
-            with trio.move_on_after(0.2):
-                await fetch(transport, server.port, "/slow")   # never finishes: release is not set
-            assert transport.idle_count() == 0
-            server.release.set()
-            assert await fetch(transport, server.port) == BODY   # the cap's one slot is free again
-            assert server.connections == 2
-        await transport.aclose()
-        nursery.cancel_scope.cancel()
+    async with serving(httpx.Limits(max_connections=1, max_keepalive_connections=1)) as (server, transport, _):
+        with trio.move_on_after(0.2):
+            await fetch(transport, server.port, "/slow")   # never finishes: release is not set
+        assert transport.idle_count() == 0
+        server.release.set()
+        assert await fetch(transport, server.port) == BODY   # the cap's one slot is free again
+        assert server.connections == 2
 
 
 async def test_an_expired_idle_connection_is_closed_not_reused() -> None:
-    server = Server()
-    transport = ReservingTransport(httpx.Limits(max_connections=5, max_keepalive_connections=5, keepalive_expiry=0.05))
-    async with trio.open_nursery() as nursery:
-        await server.serve(nursery)
-        with trio.fail_after(20):
-            await fetch(transport, server.port)
-            await trio.sleep(0.2)
-            await fetch(transport, server.port)
-            assert server.connections == 2
-        await transport.aclose()
-        nursery.cancel_scope.cancel()
+    expiring = httpx.Limits(max_connections=5, max_keepalive_connections=5, keepalive_expiry=0.05)
+    async with serving(expiring) as (server, transport, _):
+        await fetch(transport, server.port)
+        await trio.sleep(0.2)
+        await fetch(transport, server.port)
+        assert server.connections == 2
 
 
 async def test_network_errors_are_httpx_errors() -> None:
