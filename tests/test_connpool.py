@@ -187,3 +187,13 @@ async def test_network_errors_are_httpx_errors() -> None:
         with trio.fail_after(10), pytest.raises(httpx.ConnectError):
             await fetch(transport, port)
         await transport.aclose()
+
+
+async def test_a_url_that_is_not_http_is_refused_as_httpx_says() -> None:
+    # A download link from upstream could name any scheme; callers catch httpx's errors only.
+    transport = ReservingTransport(httpx.Limits(max_connections=2))
+    for url in ("ftp://127.0.0.1/x", "//127.0.0.1/x"):
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await transport.handle_async_request(httpx.Request("GET", url))
+    assert transport.in_use() == 0
+    await transport.aclose()

@@ -43,8 +43,8 @@ def httpx_errors() -> Iterator[None]:
 
 
 class ReservingTransport(httpx.AsyncBaseTransport):
-    """Keeps up to `limits.max_keepalive_connections` idle connections per origin (the newest
-    first, so the fewest expire), opens at most `limits.max_connections` at once (beyond, a
+    """Keeps up to `limits.max_keepalive_connections` idle connections in all (per origin, the
+    newest taken first, so the fewest expire), opens at most `limits.max_connections` at once (beyond, a
     request waits up to its pool timeout), and closes a connection that was not read to its end."""
 
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -67,6 +67,8 @@ class ReservingTransport(httpx.AsyncBaseTransport):
         if self._closed:
             raise RuntimeError("the transport is closed")
         url = request.url
+        if url.scheme not in ("http", "https"):   # httpcore would fail on it with a KeyError
+            raise httpx.UnsupportedProtocol(f"cannot fetch {url.scheme or 'a URL without a scheme'}:// URLs")
         core = httpcore.Request(
             method=request.method,
             url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
@@ -86,7 +88,11 @@ class ReservingTransport(httpx.AsyncBaseTransport):
                 response = await connection.handle_async_request(core)
         except BaseException:
             self._slots.release_on_behalf_of(slot)
-            self._lent.discard(connection)  # type: ignore[arg-type]
+            if connection is not None:
+                # Closed even when it never became busy (cancelled on httpcore's lock): a taken
+                # connection is nobody's once this request gives up. Closing twice is harmless.
+                self._lent.discard(connection)
+                await _close(connection)
             raise
         body = _Body(response.stream, connection, core.url.origin, self, slot)  # type: ignore[arg-type]
         return httpx.Response(response.status, headers=response.headers, stream=body, extensions=response.extensions)
@@ -103,18 +109,21 @@ class ReservingTransport(httpx.AsyncBaseTransport):
     async def _give_back(self, connection: httpcore.AsyncHTTPConnection, origin: httpcore.Origin, slot: object) -> None:
         self._slots.release_on_behalf_of(slot)
         self._lent.discard(connection)
-        idle = self._idle.setdefault(_key(origin), [])
-        if not self._closed and connection.is_idle() and len(idle) < self._keep:
-            idle.append(connection)
-            # The oldest idle ones expire first: drop them now rather than at the next take.
+        if self._closed or not connection.is_idle() or self.idle_count() >= self._keep:
+            await _close(connection)
+            return
+        self._idle.setdefault(_key(origin), []).append(connection)
+        # The oldest idle ones expire first, on every origin (a download host may be used once):
+        # drop them now rather than at a next take that may never come.
+        for key, idle in list(self._idle.items()):
             while idle and idle[0].has_expired():
                 await _close(idle.pop(0))
-            return
-        await _close(connection)
+            if not idle:
+                del self._idle[key]
 
     async def aclose(self) -> None:
         self._closed = True
-        for idle in self._idle.values():
+        for idle in list(self._idle.values()):
             while idle:
                 await _close(idle.pop())
 
