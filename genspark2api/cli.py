@@ -132,7 +132,8 @@ def bind_error(exc: BaseException) -> OSError | None:
 # set, 1.5 ms a time, 0.4 ms of CPU per request in all (and the older generations' passes over
 # every module, class and function loaded at start, 75 ms each, were the long pauses of the
 # 50-client tail). Measured on the benchmark's 50-client non-stream run: 720 ms of collection per
-# 1,000 requests with the defaults, 140 ms with this threshold and the start-up objects frozen.
+# 1,000 requests with the defaults, 110-140 ms with the start-up objects frozen and a young
+# threshold of 20,000 (measured with an oldest-generation ratio of 100, before it went back to 10).
 # Reference counting still frees nearly everything at once; only cycles wait for a collection,
 # and the oldest generation keeps Python's ratio (10): with start-up frozen its pass is small.
 GC_THRESHOLDS = (20_000, 20, 10)

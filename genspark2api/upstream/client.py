@@ -170,8 +170,8 @@ def upstream_transport(
     `proxy` is `PROXY_URL` or a cookie's own proxy (None = direct). `UPSTREAM_TRANSPORT=browser`
     carries it inside (libcurl speaks http and socks5 proxies itself); a direct route keeps its
     connections in connpool.ReservingTransport (httpcore's pool hands one idle connection to
-    several requests at once under load), a proxied one in httpx's own transport; `UPSTREAM_RECORD_DIR` wraps whichever it is, so the recording sees the wire bytes
-    of both. The transport is built here, not by httpx.AsyncClient, because the chat stream talks
+    several requests at once under load), a proxied one in httpx's own transport.
+    `UPSTREAM_RECORD_DIR` wraps whichever it is, so the recording sees the wire bytes of all. The transport is built here, not by httpx.AsyncClient, because the chat stream talks
     to it directly (`GensparkClient.open_stream`).
     """
     inner = given

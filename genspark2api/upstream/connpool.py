@@ -43,9 +43,10 @@ def httpx_errors() -> Iterator[None]:
 
 
 class ReservingTransport(httpx.AsyncBaseTransport):
-    """Keeps up to `limits.max_keepalive_connections` idle connections in all (per origin, the
-    newest taken first, so the fewest expire), opens at most `limits.max_connections` at once (beyond, a
-    request waits up to its pool timeout), and closes a connection that was not read to its end."""
+    """Keeps up to `limits.max_keepalive_connections` idle connections in all (listed per
+    origin, the newest taken first, so the fewest expire), opens at most `limits.max_connections`
+    at once (beyond, a request waits up to its pool timeout), and closes a connection whose body
+    was not read to its end."""
 
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
         self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
